@@ -1,0 +1,165 @@
+"""Reading content files: YAML -> validated pydantic entries, with every problem named.
+
+A broken entry fails with the file, the entry (index, name and id) and the field. All problems of a file are
+collected before raising, so a curator fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kb.errors import ContentError
+from kb.schema import ENTRY_MODELS, Disease, Formula, Herb, RuleFile, Source, SourceFile, Symptom
+
+logger = logging.getLogger(__name__)
+
+try:  # the C loader is ~10x faster; fall back when libyaml is missing
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+@dataclass
+class Content:
+    """Everything read from a data directory, validated entry by entry (cross-references not yet checked)."""
+
+    sources: list[Source] = field(default_factory=list)
+    herbs: list[Herb] = field(default_factory=list)
+    formulas: list[Formula] = field(default_factory=list)
+    diseases: list[Disease] = field(default_factory=list)
+    symptoms: list[Symptom] = field(default_factory=list)
+    rulefiles: list[RuleFile] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> kind, for provenance
+    origin: dict[int, str] = field(default_factory=dict)  # id(entry) -> "file entry #n"
+
+
+def _describe_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(entry)"
+
+
+def _entry_label(raw: Any, index: int) -> str:
+    if isinstance(raw, dict):
+        name, ident = raw.get("name"), raw.get("id")
+        bits = [str(b) for b in (name, f"id={ident}" if ident else None) if b]
+        return f"entry #{index + 1} ({', '.join(bits)})" if bits else f"entry #{index + 1}"
+    return f"entry #{index + 1}"
+
+
+def _validation_problems(where: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = _describe_loc(tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling against kb/schema.py)"
+        out.append(f"{where}: field {loc}: {msg}")
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ContentError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ContentError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ContentError(f"{path}:{where}: YAML syntax error: {problem}") from exc
+
+
+def kind_of(path: Path) -> str:
+    if path.name == "sources.yaml":
+        return "sources"
+    kind = path.parent.name
+    if kind == "rules" or kind in ENTRY_MODELS:
+        return kind
+    raise ContentError(
+        f"{path}: cannot tell what this file holds; put it under one of "
+        f"{', '.join(sorted([*ENTRY_MODELS, 'rules']))}/ or name it sources.yaml"
+    )
+
+
+def load_file(path: Path, kind: str | None = None) -> tuple[str, list[BaseModel]]:
+    """Read and validate one content file. Raises ContentError listing every problem in it."""
+    kind = kind or kind_of(path)
+    raw = read_yaml(path)
+    problems: list[str] = []
+    entries: list[BaseModel] = []
+    if kind == "sources":
+        try:
+            entries = list(SourceFile.model_validate(raw).sources)
+        except ValidationError as exc:
+            problems += _validation_problems(str(path), exc)
+    elif kind == "rules":
+        try:
+            entries = [RuleFile.model_validate(raw)]
+        except ValidationError as exc:
+            problems += _validation_problems(str(path), exc)
+    else:
+        model = ENTRY_MODELS[kind]
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            raise ContentError(f"{path}: expected a list of {kind} entries at the top level, got {type(raw).__name__}")
+        for i, item in enumerate(raw):
+            where = f"{path}: {_entry_label(item, i)}"
+            if not isinstance(item, dict):
+                problems.append(f"{where}: expected a mapping of fields, got {type(item).__name__}")
+                continue
+            try:
+                entries.append(model.model_validate(item))
+            except ValidationError as exc:
+                problems += _validation_problems(where, exc)
+    if problems:
+        raise ContentError(problems)
+    return kind, entries
+
+
+def content_files(data_dir: Path) -> list[Path]:
+    files = sorted(p for p in data_dir.rglob("*.yaml") if not p.name.startswith("."))
+    return files
+
+
+def load_content(data_dir: Path | str = DEFAULT_DATA_DIR) -> Content:
+    """Read every content file under ``data_dir``; raises ContentError with all problems of all files."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ContentError(f"{data_dir}: knowledge-base directory not found")
+    content = Content()
+    problems: list[str] = []
+    for path in content_files(data_dir):
+        rel = str(path.relative_to(data_dir))
+        try:
+            kind, entries = load_file(path)
+        except ContentError as exc:
+            problems += exc.problems
+            continue
+        content.files[rel] = kind
+        for i, entry in enumerate(entries):
+            content.origin[id(entry)] = f"{rel} entry #{i + 1}"
+        if kind == "sources":
+            content.sources += entries  # type: ignore[arg-type]
+        elif kind == "rules":
+            content.rulefiles += entries  # type: ignore[arg-type]
+        else:
+            getattr(content, kind).extend(entries)
+    if problems:
+        raise ContentError(problems)
+    logger.debug("loaded %d content files from %s", len(content.files), data_dir)
+    return content
