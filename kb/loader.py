@@ -15,7 +15,18 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kb.errors import ContentError
-from kb.schema import ENTRY_MODELS, Disease, Formula, Herb, RuleFile, Source, SourceFile, Symptom
+from kb.schema import (
+    ENTRY_MODELS,
+    Disease,
+    DistinctName,
+    Formula,
+    Herb,
+    Release,
+    RuleFile,
+    Source,
+    SourceFile,
+    Symptom,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +47,8 @@ class Content:
     formulas: list[Formula] = field(default_factory=list)
     diseases: list[Disease] = field(default_factory=list)
     symptoms: list[Symptom] = field(default_factory=list)
+    names: list[DistinctName] = field(default_factory=list)
+    release: Release | None = None
     rulefiles: list[RuleFile] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> kind, for provenance
     origin: dict[int, str] = field(default_factory=dict)  # id(entry) -> "file entry #n"
@@ -86,6 +99,8 @@ def read_yaml(path: Path) -> Any:
 def kind_of(path: Path) -> str:
     if path.name == "sources.yaml":
         return "sources"
+    if path.name == "release.yaml":
+        return "release"
     kind = path.parent.name
     if kind == "rules" or kind in ENTRY_MODELS:
         return kind
@@ -104,6 +119,11 @@ def load_file(path: Path, kind: str | None = None) -> tuple[str, list[BaseModel]
     if kind == "sources":
         try:
             entries = list(SourceFile.model_validate(raw).sources)
+        except ValidationError as exc:
+            problems += _validation_problems(str(path), exc)
+    elif kind == "release":
+        try:
+            entries = [Release.model_validate(raw)]
         except ValidationError as exc:
             problems += _validation_problems(str(path), exc)
     elif kind == "rules":
@@ -132,8 +152,7 @@ def load_file(path: Path, kind: str | None = None) -> tuple[str, list[BaseModel]
 
 
 def content_files(data_dir: Path) -> list[Path]:
-    files = sorted(p for p in data_dir.rglob("*.yaml") if not p.name.startswith("."))
-    return files
+    return sorted(p for p in data_dir.rglob("*.yaml") if not p.name.startswith("."))
 
 
 def load_content(data_dir: Path | str = DEFAULT_DATA_DIR) -> Content:
@@ -157,6 +176,8 @@ def load_content(data_dir: Path | str = DEFAULT_DATA_DIR) -> Content:
             content.sources += entries  # type: ignore[arg-type]
         elif kind == "rules":
             content.rulefiles += entries  # type: ignore[arg-type]
+        elif kind == "release":
+            content.release = entries[0]  # type: ignore[assignment]
         else:
             getattr(content, kind).extend(entries)
     if problems:

@@ -11,6 +11,8 @@ Layout of ``kb/data/``::
     diseases/*.yaml        list of Disease, each with its disease-specific syndromes
     symptoms/*.yaml        list of Symptom (symptoms, tongue and pulse terms)
     rules/*.yaml           rule sets: {ruleset: RuleSetMeta, rules: [Rule]}
+    names/*.yaml           DistinctName: names that must not be derived from a herb name (广防己 ≠ 防己)
+    release.yaml           the release name of this content (the version is release + content hash)
 
 Clinical values are written the way curators speak them (Chinese terms: 大毒/有毒/小毒, 禁用/忌用/慎用, 先煎…);
 the engine maps them to the contract's English codes.
@@ -279,6 +281,17 @@ class Symptom(Sourced):
     broader: str | None = None  # a more general finding (恶风 -> 恶寒)
 
 
+class DistinctName(Sourced):
+    """A name that looks derived from a herb's name but names something else (广防己 is not 防己).
+
+    Name resolution stops at these instead of stripping a regional or processing prefix.
+    """
+
+    name: Text
+    unlike: list[Text] = Field(min_length=1)  # the herb names it must not be taken for
+    reason: Text
+
+
 RuleKind = Literal["incompatibility", "antagonism", "controlled", "banned", "duration", "herb_duration"]
 
 
@@ -332,6 +345,11 @@ class Source(Strict):
     note: str | None = None
 
 
+class Release(Strict):
+    name: Text  # date-based release name, e.g. 2026.11.25
+    note: str | None = None
+
+
 class SourceFile(Strict):
     sources: list[Source] = Field(min_length=1)
 
@@ -341,6 +359,7 @@ ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "formulas": Formula,
     "diseases": Disease,
     "symptoms": Symptom,
+    "names": DistinctName,
 }
 
 _CJK_ID = re.compile(r"[^\x00-\x7f]")

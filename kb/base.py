@@ -1,0 +1,494 @@
+"""The knowledge base: validated content turned into linked domain objects, a name index, a version.
+
+``load()`` reads ``kb/data`` (or another directory), checks every cross-reference and raises ``ContentError``
+naming file, entry and field for each problem. Problems that do not make the content wrong but leave it
+incomplete (a syndrome finding that is not in the symptom vocabulary) are kept as ``warnings``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kb import model as m
+from kb import schema as s
+from kb.errors import ContentError, UnknownEntityError
+from kb.loader import DEFAULT_DATA_DIR, Content, content_files, load_content
+from kb.names import NameIndex, Resolution, Target
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+logger = logging.getLogger(__name__)
+
+SAFETY_FIELDS = ("dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions")
+FINDING_FIELDS = ("key_symptoms", "secondary_symptoms", "tongue", "pulse", "contra_symptoms")
+
+
+class KnowledgeBase:
+    """Immutable once built. Safe to share between threads."""
+
+    def __init__(self, content: Content, data_dir: Path, content_hash: str):
+        self.data_dir = data_dir
+        self.content = content
+        self.sources: dict[str, s.Source] = {}
+        self.herbs: dict[str, m.Herb] = {}
+        self.forms: dict[str, m.Form] = {}
+        self.formulas: dict[str, m.Formula] = {}
+        self.diseases: dict[str, m.Disease] = {}
+        self.syndromes: dict[str, m.Syndrome] = {}
+        self.symptoms: dict[str, m.Symptom] = {}
+        self.rules: dict[str, m.Rule] = {}
+        self.rulesets: dict[str, m.RuleSet] = {}
+        self.warnings: list[str] = []
+        self.names = NameIndex(self)
+        self._problems: list[str] = []
+        self._build()
+        if self._problems:
+            raise ContentError(self._problems)
+        release = content.release.name if content.release else "unreleased"
+        self.version = m.Version(release=release, content_hash=content_hash)
+        self.ruleset_version = self._ruleset_version()
+        self._graph: nx.MultiDiGraph | None = None
+        self._graph_lock = threading.Lock()
+        self._rules_by_herb: dict[str, list[m.Rule]] = defaultdict(list)
+        for rule in self.rules.values():
+            for member in (*rule.a, *rule.b, *rule.members):
+                self._rules_by_herb[member.herb_id].append(rule)
+
+    # ---- building ------------------------------------------------------------------------------------
+    def _where(self, entry: Any) -> str:
+        return self.content.origin.get(id(entry), "?")
+
+    def _problem(self, entry: Any, field: str, message: str) -> None:
+        self._problems.append(f"{self._where(entry)}: field {field}: {message}")
+
+    def _source(self, entry: Any, ref: s.SourceRef, field: str = "source") -> m.SourceRef:
+        src = self.sources.get(ref.ref)
+        if src is None:
+            self._problem(entry, f"{field}.ref", f"unknown source {ref.ref!r} (add it to sources.yaml)")
+            return m.SourceRef(ref=ref.ref, loc=ref.loc, work=ref.ref, edition=None)
+        return m.SourceRef(ref=ref.ref, loc=ref.loc, work=src.work, edition=src.edition)
+
+    def _index(self, entry: Any, field: str, name: str, target: Target, display: str | None = None) -> None:
+        clash = self.names.add(name, target, display)
+        if clash:
+            self._problem(entry, field, clash)
+
+    def _build(self) -> None:
+        c = self.content
+        for src in c.sources:
+            if src.id in self.sources:
+                self._problems.append(f"sources.yaml: duplicate source id {src.id!r}")
+            self.sources[src.id] = src
+        for h in c.herbs:
+            self._build_herb(h)
+        for dn in c.names:
+            self.names.add_distinct(dn.name, dn.reason)
+            self._source(dn, dn.source)
+        for sym in c.symptoms:
+            self._build_symptom(sym)
+        for f in c.formulas:
+            self._build_formula(f)
+        syndrome_entries: list[tuple[s.Disease, s.Syndrome]] = []
+        for d in c.diseases:
+            if d.id in self.diseases:
+                self._problem(d, "id", f"duplicate disease id {d.id!r}")
+            self._index(d, "name", d.name, Target("disease", d.id))
+            for a in d.aliases:
+                self._index(d, "aliases", a, Target("disease", d.id), d.name)
+            self.diseases[d.id] = m.Disease(
+                id=d.id, name=d.name, aliases=tuple(d.aliases), discipline=d.discipline.value,
+                codes=_codes(d.codes), western=tuple(d.western), syndrome_ids=tuple(x.id for x in d.syndromes),
+                source=self._source(d, d.source), verification=d.verification.value,
+            )  # fmt: skip
+            for sy in d.syndromes:
+                syndrome_entries.append((d, sy))
+                if sy.id in self.syndromes or any(sy.id == x.id for _, x in syndrome_entries[:-1]):
+                    self._problem(d, f"syndromes[{sy.id}].id", f"duplicate syndrome id {sy.id!r}")
+                t = Target("syndrome", sy.id)
+                self.names.add(sy.name, t)
+                self.names.add(f"{d.name}·{sy.name}", t, sy.name)
+                self.names.add(f"{d.name}{sy.name}", t, sy.name)
+                for a in sy.aliases:
+                    self.names.add(a, t, sy.name)
+        for d, sy in syndrome_entries:
+            self._build_syndrome(d, sy)
+        for rf in c.rulefiles:
+            self._build_rules(rf)
+
+    def _safety(self, entry: s.SafetyFields, base: m.Safety | None) -> tuple[m.Safety, frozenset[str]]:
+        own = frozenset(f for f in SAFETY_FIELDS if f in entry.model_fields_set)
+
+        def pick(field: str, value: Any, inherited: Any) -> Any:
+            return value if (base is None or field in own) else inherited
+
+        def enum_value(v: Any) -> Any:
+            return v.value if v is not None and hasattr(v, "value") else v
+
+        return (
+            m.Safety(
+                dose_g=pick("dose_g", entry.dose_g, base.dose_g if base else None),
+                toxicity=pick("toxicity", enum_value(entry.toxicity), base.toxicity if base else None),
+                pregnancy=pick("pregnancy", enum_value(entry.pregnancy), base.pregnancy if base else None),
+                preparation=pick("preparation", enum_value(entry.preparation), base.preparation if base else None),
+                internal_use=pick("internal_use", entry.internal_use.value, base.internal_use if base else "allowed"),
+                controlled=pick("controlled", entry.controlled, base.controlled if base else False),
+                cautions=tuple(entry.cautions) if (base is None or "cautions" in own) else base.cautions,
+            ),
+            own,
+        )
+
+    def _build_herb(self, h: s.Herb) -> None:
+        if h.id in self.herbs or h.id in self.forms:
+            self._problem(h, "id", f"duplicate herb/form id {h.id!r}")
+            return
+        safety, _ = self._safety(h, None)
+        form_ids = []
+        for i, f in enumerate(h.forms):
+            if f.id in self.herbs or f.id in self.forms or f.id == h.id:
+                self._problem(h, f"forms[{i}].id", f"duplicate herb/form id {f.id!r}")
+                continue
+            fs, own = self._safety(f, safety)
+            self.forms[f.id] = m.Form(
+                id=f.id, herb_id=h.id, name=f.name, aliases=tuple(f.aliases), processing=f.processing, raw=f.raw,
+                safety=fs, own_fields=own, source=self._source(h, f.source, f"forms[{i}].source"),
+                verification=f.verification.value,
+            )  # fmt: skip
+            form_ids.append(f.id)
+        self.herbs[h.id] = m.Herb(
+            id=h.id, name=h.name, pinyin=h.pinyin, latin=h.latin, aliases=tuple(h.aliases), category=h.category,
+            nature=h.nature, flavours=tuple(h.flavours), meridians=tuple(h.meridians), functions=tuple(h.functions),
+            indications=tuple(h.indications), safety=safety, form_ids=tuple(form_ids),
+            source=self._source(h, h.source), verification=h.verification.value,
+        )  # fmt: skip
+        t = Target("herb", h.id)
+        self._index(h, "name", h.name, t)
+        for a in h.aliases:
+            self._index(h, "aliases", a, t, h.name)
+        self.names.add(h.pinyin, t, h.name)
+        if h.latin:
+            self.names.add(h.latin, t, h.name)
+        for i, f in enumerate(h.forms):
+            if f.id not in self.forms or self.forms[f.id].herb_id != h.id:
+                continue
+            ft = Target("herb", h.id, f.id)
+            self._index(h, f"forms[{i}].name", f.name, ft)
+            for a in f.aliases:
+                self._index(h, f"forms[{i}].aliases", a, ft, f.name)
+
+    def _build_symptom(self, sym: s.Symptom) -> None:
+        if sym.id in self.symptoms:
+            self._problem(sym, "id", f"duplicate symptom id {sym.id!r}")
+            return
+        self.symptoms[sym.id] = m.Symptom(
+            id=sym.id, name=sym.name, synonyms=tuple(sym.synonyms), category=sym.category.value, negated=sym.negated,
+            opposite=sym.opposite, broader=sym.broader, source=self._source(sym, sym.source),
+            verification=sym.verification.value,
+        )  # fmt: skip
+        t = Target("symptom", sym.id)
+        self._index(sym, "name", sym.name, t)
+        for a in sym.synonyms:
+            self._index(sym, "synonyms", a, t, sym.name)
+
+    def _ingredient(self, entry: Any, field: str, ing: s.Ingredient) -> m.Ingredient | None:
+        r = self.names.lookup(ing.herb, "herb")
+        if not r.resolved or r.id is None:
+            hint = f" (closest: {', '.join(r.candidates)})" if r.candidates else ""
+            self._problem(entry, field, f"herb {ing.herb!r} does not resolve{hint}")
+            return None
+        return m.Ingredient(
+            herb_id=r.id, form_id=r.form_id, written=ing.herb, dose_g=ing.dose_g, amount=ing.amount,
+            role=ing.role.value if ing.role else None, note=ing.note,
+        )  # fmt: skip
+
+    def _build_formula(self, f: s.Formula) -> None:
+        if f.id in self.formulas:
+            self._problem(f, "id", f"duplicate formula id {f.id!r}")
+            return
+        comp = []
+        for i, ing in enumerate(f.composition):
+            x = self._ingredient(f, f"composition[{i}].herb", ing)
+            if x is not None:
+                comp.append(x)
+        self.formulas[f.id] = m.Formula(
+            id=f.id, name=f.name, aliases=tuple(f.aliases), origin=f.origin, category=f.category,
+            composition=tuple(comp), functions=tuple(f.functions), indications=tuple(f.indications),
+            cautions=tuple(f.cautions), usage=f.usage, source=self._source(f, f.source),
+            verification=f.verification.value,
+        )  # fmt: skip
+        t = Target("formula", f.id)
+        self._index(f, "name", f.name, t)
+        for a in f.aliases:
+            self._index(f, "aliases", a, t, f.name)
+
+    def _findings(self, terms: Iterable[str], d: s.Disease, field: str) -> tuple[m.Finding, ...]:
+        out = []
+        for term in terms:
+            r = self.names.lookup(term, "symptom")
+            if not r.resolved:
+                self.warnings.append(f"{self._where(d)}: field {field}: finding {term!r} is not in the symptom vocabulary")
+            out.append(m.Finding(term=term, symptom_id=r.id if r.resolved else None))
+        return tuple(out)
+
+    def _build_syndrome(self, d: s.Disease, sy: s.Syndrome) -> None:
+        base = f"syndromes[{sy.id}]"
+        formula_ids = []
+        for i, name in enumerate(sy.formulas):
+            r = self.names.lookup(name, "formula")
+            if not r.resolved or r.id is None:
+                hint = f" (closest: {', '.join(r.candidates)})" if r.candidates else ""
+                self._problem(d, f"{base}.formulas[{i}]", f"formula {name!r} does not exist{hint}")
+            else:
+                formula_ids.append(r.id)
+        mods = []
+        for i, mod in enumerate(sy.modifications):
+            adds = []
+            for j, ing in enumerate(mod.add):
+                x = self._ingredient(d, f"{base}.modifications[{i}].add[{j}]", ing)
+                if x is not None:
+                    adds.append(x)
+            removes = []
+            for j, name in enumerate(mod.remove):
+                r = self.names.lookup(name, "herb")
+                if r.resolved and r.id:
+                    removes.append(r.id)
+                else:
+                    self._problem(d, f"{base}.modifications[{i}].remove[{j}]", f"herb {name!r} does not resolve")
+            when = self._findings(mod.when, d, f"{base}.modifications[{i}].when")
+            mods.append(
+                m.Modification(
+                    when=tuple(mod.when), when_ids=tuple(w.symptom_id for w in when), add=tuple(adds),
+                    remove=tuple(removes), note=mod.note,
+                )
+            )
+        self.syndromes[sy.id] = m.Syndrome(
+            id=sy.id, disease_id=d.id, name=sy.name, aliases=tuple(sy.aliases), codes=_codes(sy.codes),
+            key=self._findings(sy.key_symptoms, d, f"{base}.key_symptoms"),
+            secondary=self._findings(sy.secondary_symptoms, d, f"{base}.secondary_symptoms"),
+            tongue=self._findings(sy.tongue, d, f"{base}.tongue"),
+            pulse=self._findings(sy.pulse, d, f"{base}.pulse"),
+            contra=self._findings(sy.contra_symptoms, d, f"{base}.contra_symptoms"),
+            principle=sy.principle, formula_ids=tuple(formula_ids), modifications=tuple(mods),
+            source=self._source(d, sy.source, f"{base}.source"), verification=sy.verification.value,
+        )  # fmt: skip
+
+    def _member(self, entry: Any, field: str, name: str) -> m.Member | None:
+        r = self.names.lookup(name, "herb")
+        if not r.resolved or r.id is None:
+            hint = f" (closest: {', '.join(r.candidates)})" if r.candidates else ""
+            self._problem(entry, field, f"rule member {name!r} is not a herb in the knowledge base{hint}")
+            return None
+        return m.Member(written=name, herb_id=r.id, form_id=r.form_id, raw_only=r.raw and r.form_id is None)
+
+    def _build_rules(self, rf: s.RuleFile) -> None:
+        meta = rf.ruleset
+        self._source(rf, meta.source, "ruleset.source")
+        ids = []
+        for i, r in enumerate(rf.rules):
+            if r.id in self.rules:
+                self._problem(rf, f"rules[{i}].id", f"duplicate rule id {r.id!r}")
+                continue
+
+            def members(names: list[str], field: str, i: int = i) -> tuple[m.Member, ...]:
+                out = [self._member(rf, f"rules[{i}].{field}[{j}]", n) for j, n in enumerate(names)]
+                return tuple(x for x in out if x is not None)
+
+            self.rules[r.id] = m.Rule(
+                id=r.id, kind=r.kind, severity=m.Severity(r.severity), a=members(r.a, "a"), b=members(r.b, "b"),
+                members=members(r.members, "members"), params=dict(r.params), message_zh=r.message_zh,
+                message_en=r.message_en, note=r.note, ruleset_id=meta.id,
+                source=self._source(rf, r.source, f"rules[{i}].source"), verification=r.verification.value,
+            )  # fmt: skip
+            ids.append(r.id)
+        self.rulesets[meta.id] = m.RuleSet(
+            id=meta.id, name=meta.name, version=meta.version, edition=meta.edition, rule_ids=tuple(ids)
+        )
+
+    def _ruleset_version(self) -> str:
+        """Rule-set releases plus a hash of every safety value the checks read (rules and herb/form fields)."""
+        h = hashlib.sha256()
+        for rs in sorted(self.rulesets.values(), key=lambda r: r.id):
+            h.update(f"{rs.id}={rs.version};".encode())
+        for rid in sorted(self.rules):
+            r = self.rules[rid]
+            h.update(repr((r.id, r.kind, r.severity.value, r.a, r.b, r.members, sorted(r.params.items()))).encode())
+        for hid in sorted(self.herbs):
+            h.update(repr((hid, self.herbs[hid].safety)).encode())
+        for fid in sorted(self.forms):
+            h.update(repr((fid, self.forms[fid].safety)).encode())
+        names = "+".join(f"{rs.id}@{rs.version}" for rs in sorted(self.rulesets.values(), key=lambda r: r.id))
+        return f"{names or 'none'}+{h.hexdigest()[:12]}"
+
+    # ---- queries -------------------------------------------------------------------------------------
+    def resolve(self, name: str, kind: str | None = None) -> Resolution:
+        """Resolve any written name; ``kind`` limits it to herb, formula, syndrome, disease or symptom."""
+        return self.names.lookup(name, kind)
+
+    def resolve_herb(self, name: str) -> Resolution:
+        return self.names.lookup(name, "herb")
+
+    def display_name(self, kind: str, ident: str) -> str:
+        table: dict[str, Any] = {
+            "herb": self.herbs, "formula": self.formulas, "syndrome": self.syndromes,
+            "disease": self.diseases, "symptom": self.symptoms,
+        }  # fmt: skip
+        return str(table[kind][ident].name)
+
+    def safety(self, herb_id: str, form_id: str | None = None) -> m.Safety:
+        """The safety facts that apply: the form's own where it has them, else the herb's."""
+        if form_id is not None:
+            return self.forms[form_id].safety
+        return self.herbs[herb_id].safety
+
+    def herb(self, key: str) -> m.Herb:
+        """A herb by id or by any name that resolves to it."""
+        if key in self.herbs:
+            return self.herbs[key]
+        r = self.resolve_herb(key)
+        if r.resolved and r.id:
+            return self.herbs[r.id]
+        from kb.errors import UnknownHerbError
+
+        raise UnknownHerbError(key, list(r.candidates))
+
+    def get(self, kind: str, key: str) -> Any:
+        """An entry of ``kind`` by id or name; raises UnknownEntityError with candidates."""
+        table: dict[str, dict[str, Any]] = {
+            "herb": self.herbs, "form": self.forms, "formula": self.formulas, "syndrome": self.syndromes,
+            "disease": self.diseases, "symptom": self.symptoms, "rule": self.rules,
+        }  # fmt: skip
+        if kind not in table:
+            raise UnknownEntityError("kind", kind, sorted(table))
+        if key in table[kind]:
+            return table[kind][key]
+        if kind in ("herb", "formula", "syndrome", "disease", "symptom"):
+            r = self.resolve(key, kind)
+            if r.resolved and r.id:
+                return table[kind][r.id]
+            raise UnknownEntityError(kind, key, list(r.candidates))
+        raise UnknownEntityError(kind, key)
+
+    def rules_for(self, herb_id: str) -> list[m.Rule]:
+        """Rules naming this herb (any of its forms) as a member."""
+        return list(self._rules_by_herb.get(herb_id, ()))
+
+    def incompatible_with(self, herb_id: str) -> list[dict[str, Any]]:
+        """The 不宜同用 partners of a herb: for each pair rule naming it, the herbs on the other side."""
+        out = []
+        for rule in self.rules_for(herb_id):
+            if rule.kind not in ("incompatibility", "antagonism"):
+                continue
+            for mine, other in ((rule.a, rule.b), (rule.b, rule.a)):
+                if any(x.herb_id == herb_id for x in mine):
+                    names = sorted({x.written for x in other})
+                    out.append({"rule_id": rule.id, "kind": rule.kind, "herbs": names})
+        return out
+
+    def iter_rules(self, kind: str | None = None) -> Iterator[m.Rule]:
+        for r in self.rules.values():
+            if kind is None or r.kind == kind:
+                yield r
+
+    def stats(self) -> dict[str, Any]:
+        per_kind: dict[str, int] = defaultdict(int)
+        for r in self.rules.values():
+            per_kind[r.kind] += 1
+        herbs = list(self.herbs.values())
+        return {
+            "version": str(self.version),
+            "release": self.version.release,
+            "content_hash": self.version.content_hash,
+            "ruleset_version": self.ruleset_version,
+            "counts": {
+                "herbs": len(self.herbs),
+                "forms": len(self.forms),
+                "formulas": len(self.formulas),
+                "diseases": len(self.diseases),
+                "syndromes": len(self.syndromes),
+                "symptoms": len(self.symptoms),
+                "rules": len(self.rules),
+                "sources": len(self.sources),
+            },
+            "rules_per_kind": dict(sorted(per_kind.items())),
+            "safety_facts": {
+                "herbs_with_dose_range": sum(1 for h in herbs if h.safety.dose_g),
+                "toxic_herbs": sum(1 for h in herbs if h.safety.toxicity),
+                "pregnancy_classified_herbs": sum(1 for h in herbs if h.safety.pregnancy),
+                "herbs_with_preparation": sum(1 for h in herbs if h.safety.preparation),
+                "controlled_herbs_or_forms": sum(1 for h in herbs if h.safety.controlled)
+                + sum(1 for f in self.forms.values() if f.safety.controlled and "controlled" in f.own_fields),
+                "pregnancy_rules_derived": sum(1 for h in herbs if h.safety.pregnancy)
+                + sum(1 for f in self.forms.values() if "pregnancy" in f.own_fields),
+            },
+            "verification": _verification_counts(self),
+            "warnings": len(self.warnings),
+        }
+
+    @property
+    def graph(self) -> nx.MultiDiGraph:
+        """The networkx graph of the content, built on first use."""
+        if self._graph is None:
+            with self._graph_lock:
+                if self._graph is None:
+                    from kb.graph import build_graph
+
+                    self._graph = build_graph(self)
+        return self._graph
+
+
+def _codes(codes: s.Codes) -> dict[str, str]:
+    return {k: v for k, v in codes.model_dump().items() if v}
+
+
+def _verification_counts(kb: KnowledgeBase) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for kind, table in (
+        ("herbs", kb.herbs), ("forms", kb.forms), ("formulas", kb.formulas), ("syndromes", kb.syndromes),
+        ("symptoms", kb.symptoms), ("rules", kb.rules),
+    ):  # fmt: skip
+        counts: dict[str, int] = defaultdict(int)
+        for e in table.values():
+            counts[e.verification] += 1
+        out[kind] = dict(sorted(counts.items()))
+    return out
+
+
+def content_hash(data_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in content_files(data_dir):
+        h.update(str(p.relative_to(data_dir)).encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("TCM_KB_DIR")
+    return Path(env) if env else DEFAULT_DATA_DIR
+
+
+def load(data_dir: Path | str | None = None) -> KnowledgeBase:
+    """Load and validate a knowledge base (default: the built-in one, or ``$TCM_KB_DIR``)."""
+    path = Path(data_dir) if data_dir is not None else default_data_dir()
+    content = load_content(path)
+    return KnowledgeBase(content, path, content_hash(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str, digest: str) -> KnowledgeBase:
+    return load(path)
+
+
+def default() -> KnowledgeBase:
+    """The built-in knowledge base, loaded once per process (reloaded when its files change)."""
+    path = default_data_dir()
+    return _cached(str(path), content_hash(path))

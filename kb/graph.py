@@ -1,0 +1,142 @@
+"""The knowledge graph as a networkx MultiDiGraph, and the queries callers need.
+
+Nodes are ``"<kind>:<id>"`` (herb, form, formula, disease, syndrome, symptom, principle, rule) with a ``kind`` and
+a ``name`` attribute. Edges carry a ``rel``:
+
+    form     -form_of->      herb
+    formula  -contains->     herb        (dose_g, role, form)
+    disease  -has_syndrome-> syndrome
+    symptom  -indicates->    syndrome    (role: key | secondary | tongue | pulse)
+    symptom  -argues_against-> syndrome
+    syndrome -treated_by->   principle
+    principle -realised_by-> formula     (syndrome: the syndrome this principle belongs to; rank 0 = main formula)
+    herb     -incompatible|antagonism-> herb (rule)
+
+Explanation paths follow symptom -> syndrome -> principle -> formula -> herb.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+if TYPE_CHECKING:
+    from kb.base import KnowledgeBase
+
+
+def node(kind: str, ident: str) -> str:
+    return f"{kind}:{ident}"
+
+
+def build_graph(kb: KnowledgeBase) -> nx.MultiDiGraph:
+    g = nx.MultiDiGraph()
+    for h in kb.herbs.values():
+        g.add_node(node("herb", h.id), kind="herb", name=h.name)
+    for f in kb.forms.values():
+        g.add_node(node("form", f.id), kind="form", name=f.name)
+        g.add_edge(node("form", f.id), node("herb", f.herb_id), rel="form_of")
+    for fo in kb.formulas.values():
+        g.add_node(node("formula", fo.id), kind="formula", name=fo.name)
+        for ing in fo.composition:
+            g.add_edge(
+                node("formula", fo.id), node("herb", ing.herb_id), rel="contains", dose_g=ing.dose_g,
+                role=ing.role, form=ing.form_id, written=ing.written,
+            )  # fmt: skip
+    for s in kb.symptoms.values():
+        g.add_node(node("symptom", s.id), kind="symptom", name=s.name)
+    for d in kb.diseases.values():
+        g.add_node(node("disease", d.id), kind="disease", name=d.name)
+    for sy in kb.syndromes.values():
+        sn = node("syndrome", sy.id)
+        g.add_node(sn, kind="syndrome", name=sy.name, disease=sy.disease_id)
+        g.add_edge(node("disease", sy.disease_id), sn, rel="has_syndrome")
+        for role, findings in (("key", sy.key), ("secondary", sy.secondary), ("tongue", sy.tongue), ("pulse", sy.pulse)):
+            for f in findings:
+                if f.symptom_id:
+                    g.add_edge(node("symptom", f.symptom_id), sn, rel="indicates", role=role)
+        for f in sy.contra:
+            if f.symptom_id:
+                g.add_edge(node("symptom", f.symptom_id), sn, rel="argues_against")
+        pn = node("principle", sy.principle)
+        g.add_node(pn, kind="principle", name=sy.principle)
+        g.add_edge(sn, pn, rel="treated_by")
+        for rank, fid in enumerate(sy.formula_ids):
+            g.add_edge(pn, node("formula", fid), rel="realised_by", syndrome=sy.id, rank=rank)
+    for r in kb.rules.values():
+        if r.kind in ("incompatibility", "antagonism"):
+            for a in r.a:
+                for b in r.b:
+                    g.add_edge(node("herb", a.herb_id), node("herb", b.herb_id), rel=r.kind, rule=r.id)
+                    g.add_edge(node("herb", b.herb_id), node("herb", a.herb_id), rel=r.kind, rule=r.id)
+    return g
+
+
+def _out(g: nx.MultiDiGraph, n: str, rel: str) -> list[tuple[str, dict[str, Any]]]:
+    if n not in g:
+        return []
+    return [(v, d) for _, v, d in g.out_edges(n, data=True) if d.get("rel") == rel]
+
+
+def _in(g: nx.MultiDiGraph, n: str, rel: str) -> list[tuple[str, dict[str, Any]]]:
+    if n not in g:
+        return []
+    return [(u, d) for u, _, d in g.in_edges(n, data=True) if d.get("rel") == rel]
+
+
+def _strip(n: str) -> str:
+    return n.split(":", 1)[1]
+
+
+def formulas_containing(kb: KnowledgeBase, herb: str) -> list[str]:
+    """Formula ids whose composition names the herb (any of its forms)."""
+    hid = kb.herb(herb).id
+    return sorted({_strip(u) for u, _ in _in(kb.graph, node("herb", hid), "contains")})
+
+
+def formulas_for_syndrome(kb: KnowledgeBase, syndrome: str) -> list[str]:
+    """Formula ids for a syndrome, main formula first."""
+    sid = kb.get("syndrome", syndrome).id
+    g = kb.graph
+    out = []
+    for p, _ in _out(g, node("syndrome", sid), "treated_by"):
+        out += [(d["rank"], _strip(f)) for f, d in _out(g, p, "realised_by") if d.get("syndrome") == sid]
+    return [f for _, f in sorted(out)]
+
+
+def syndromes_of_disease(kb: KnowledgeBase, disease: str) -> list[str]:
+    did = kb.get("disease", disease).id
+    return [_strip(v) for v, _ in _out(kb.graph, node("disease", did), "has_syndrome")]
+
+
+def symptoms_of_syndrome(kb: KnowledgeBase, syndrome: str) -> list[tuple[str, str]]:
+    """(symptom id, role) pairs: role is key, secondary, tongue or pulse."""
+    sid = kb.get("syndrome", syndrome).id
+    return [(_strip(u), d["role"]) for u, d in _in(kb.graph, node("syndrome", sid), "indicates")]
+
+
+def explanation_paths(
+    kb: KnowledgeBase, symptom: str, *, formula: str | None = None, herb: str | None = None, limit: int = 20
+) -> list[list[str]]:
+    """Paths symptom -> syndrome -> principle -> formula -> herb, as lists of node names.
+
+    Narrow them with ``formula`` and/or ``herb``. Each path follows one syndrome's own principle and formulas.
+    """
+    sym = kb.get("symptom", symptom)
+    g = kb.graph
+    fid = kb.get("formula", formula).id if formula else None
+    hid = kb.herb(herb).id if herb else None
+    paths: list[list[str]] = []
+    for sn, _ in _out(g, node("symptom", sym.id), "indicates"):
+        sid = _strip(sn)
+        for pn, _ in _out(g, sn, "treated_by"):
+            for fn, d in _out(g, pn, "realised_by"):
+                if d.get("syndrome") != sid or (fid and _strip(fn) != fid):
+                    continue
+                for hn, _ in _out(g, fn, "contains"):
+                    if hid and _strip(hn) != hid:
+                        continue
+                    paths.append([g.nodes[x]["name"] for x in (node("symptom", sym.id), sn, pn, fn, hn)])
+                    if len(paths) >= limit:
+                        return paths
+    return paths

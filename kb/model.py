@@ -1,0 +1,243 @@
+"""The engine's own values: frozen dataclasses built from validated content, with references resolved to ids.
+
+Content files speak Chinese clinical terms (大毒, 禁用, 先煎); these objects keep those terms and expose the
+contract's English codes (``high``, ``forbidden``) through the mapping tables below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Severity(str, Enum):
+    """The CDS Hooks card indicator values."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+TOXICITY_CODE = {"大毒": "high", "有毒": "moderate", "小毒": "low"}
+PREGNANCY_CODE = {"禁用": "forbidden", "忌用": "avoid", "慎用": "caution"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    ref: str
+    loc: str | None
+    work: str
+    edition: str | None
+
+    def label(self) -> str:
+        parts = [self.work]
+        if self.edition:
+            parts.append(self.edition)
+        if self.loc:
+            parts.append(self.loc)
+        return " · ".join(parts)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"ref": self.ref, "work": self.work, "edition": self.edition, "section": self.loc}
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    """Safety facts of a herb or of one of its forms (already merged with the herb's values)."""
+
+    dose_g: tuple[float, float] | None
+    toxicity: str | None  # 大毒 有毒 小毒
+    pregnancy: str | None  # 禁用 忌用 慎用
+    preparation: str | None
+    internal_use: str  # allowed | processed_only | external_only | banned
+    controlled: bool
+    cautions: tuple[str, ...]
+
+    @property
+    def toxicity_code(self) -> str | None:
+        return TOXICITY_CODE.get(self.toxicity) if self.toxicity else None
+
+    @property
+    def pregnancy_code(self) -> str | None:
+        return PREGNANCY_CODE.get(self.pregnancy) if self.pregnancy else None
+
+    def dose_dict(self) -> dict[str, float] | None:
+        return {"min": self.dose_g[0], "max": self.dose_g[1]} if self.dose_g else None
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    id: str
+    herb_id: str
+    name: str
+    aliases: tuple[str, ...]
+    processing: str
+    raw: bool
+    safety: Safety
+    own_fields: frozenset[str]  # safety fields the form sets itself (the rest are inherited)
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class Herb:
+    id: str
+    name: str
+    pinyin: str
+    latin: str | None
+    aliases: tuple[str, ...]
+    category: str
+    nature: str | None
+    flavours: tuple[str, ...]
+    meridians: tuple[str, ...]
+    functions: tuple[str, ...]
+    indications: tuple[str, ...]
+    safety: Safety
+    form_ids: tuple[str, ...]
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ingredient:
+    herb_id: str
+    form_id: str | None
+    written: str  # the name as the content wrote it
+    dose_g: float | None
+    amount: str | None
+    role: str | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Formula:
+    id: str
+    name: str
+    aliases: tuple[str, ...]
+    origin: str | None
+    category: str
+    composition: tuple[Ingredient, ...]
+    functions: tuple[str, ...]
+    indications: tuple[str, ...]
+    cautions: tuple[str, ...]
+    usage: str | None
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class Modification:
+    when: tuple[str, ...]  # finding terms as written
+    when_ids: tuple[str | None, ...]  # resolved symptom ids (None when the term is not in the vocabulary)
+    add: tuple[Ingredient, ...]
+    remove: tuple[str, ...]  # herb ids
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A finding term of a syndrome profile, as written, and the vocabulary entry it resolves to."""
+
+    term: str
+    symptom_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Syndrome:
+    id: str
+    disease_id: str
+    name: str
+    aliases: tuple[str, ...]
+    codes: dict[str, str]
+    key: tuple[Finding, ...]
+    secondary: tuple[Finding, ...]
+    tongue: tuple[Finding, ...]
+    pulse: tuple[Finding, ...]
+    contra: tuple[Finding, ...]
+    principle: str
+    formula_ids: tuple[str, ...]
+    modifications: tuple[Modification, ...]
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disease:
+    id: str
+    name: str
+    aliases: tuple[str, ...]
+    discipline: str
+    codes: dict[str, str]
+    western: tuple[str, ...]
+    syndrome_ids: tuple[str, ...]
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class Symptom:
+    id: str
+    name: str
+    synonyms: tuple[str, ...]
+    category: str
+    negated: bool
+    opposite: str | None
+    broader: str | None
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A rule member: a base herb (covers every form) or one specific form."""
+
+    written: str
+    herb_id: str
+    form_id: str | None
+    raw_only: bool = False  # a 生X member matches only raw forms of the herb
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    kind: str
+    severity: Severity
+    a: tuple[Member, ...]
+    b: tuple[Member, ...]
+    members: tuple[Member, ...]
+    params: dict[str, object]
+    message_zh: str
+    message_en: str
+    note: str | None
+    ruleset_id: str
+    source: SourceRef
+    verification: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    id: str
+    name: str
+    version: str
+    edition: str
+    rule_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    release: str
+    content_hash: str
+
+    def __str__(self) -> str:
+        return f"{self.release}+{self.content_hash}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    counts: dict[str, int] = field(default_factory=dict)

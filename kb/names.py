@@ -1,0 +1,343 @@
+"""Name resolution: any string a physician may write -> the knowledge-base entry it names.
+
+Herbs resolve to a herb and, where written, a processed form. The steps, in order (each step only runs when the
+ones before it found nothing, so a name the knowledge base knows is never taken apart):
+
+1. exact name, alias, form name, pinyin or Latin name, after normalisation (full-width, whitespace, quotes,
+   traditional characters: ``kb.normalize``);
+2. names listed as *distinct* (``kb/data/names/``) stop here: 广防己 is not 防己 with a regional prefix;
+3. a processing prefix (生 炙 制 炒 焦 炭 酒 醋 盐 姜 蜜 煅 法 清 麸炒 …) on a herb name: the herb's own form with that
+   processing when the content defines one, else a generic processed form of the herb;
+4. a regional prefix (川 浙 怀 杭 广 北 南 …) on a herb name;
+5. a processing suffix (炭, 粉) on a herb name.
+
+Unresolvable names come back unresolved with the closest candidates, never silently dropped. Symptoms, tongue
+and pulse terms resolve through names and synonyms, with the usual written variants (舌质红 = 舌红,
+脉象浮紧 = 脉浮紧, 浮紧脉 = 脉浮紧).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from kb.normalize import normalize
+
+logger = logging.getLogger(__name__)
+
+# Processing prefixes, longest first, with the words that identify a form's `processing` for each.
+PROCESSING_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("麸炒", ("麸炒",)),
+    ("土炒", ("土炒",)),
+    ("蜜炙", ("蜜",)),
+    ("酒炙", ("酒",)),
+    ("醋炙", ("醋",)),
+    ("盐炙", ("盐",)),
+    ("姜炙", ("姜",)),
+    ("炒焦", ("焦",)),
+    ("炒炭", ("炭",)),
+    ("生", ("生品",)),
+    ("炙", ("蜜炙", "炙")),
+    ("制", ("制",)),
+    ("炒", ("炒",)),
+    ("焦", ("焦",)),
+    ("酒", ("酒",)),
+    ("醋", ("醋",)),
+    ("盐", ("盐",)),
+    ("姜", ("姜",)),
+    ("蜜", ("蜜",)),
+    ("煅", ("煅",)),
+    ("法", ("法",)),
+    ("清", ("清",)),
+    ("炮", ("炮", "砂烫")),
+    ("煨", ("煨",)),
+    ("烫", ("烫",)),
+    ("蒸", ("蒸",)),
+    ("鲜", ("鲜",)),
+    ("净", ("净",)),
+)
+PROCESSING_SUFFIXES: tuple[tuple[str, str], ...] = (("炭", "炒炭"), ("粉", "研粉"))
+REGIONAL_PREFIXES: tuple[str, ...] = (
+    "川", "浙", "怀", "淮", "杭", "广", "北", "南", "云", "建", "江", "关", "辽", "宁", "亳", "祁", "潞", "台",
+    "藏", "苏", "宣", "茅", "西", "东", "贡", "密", "甘", "青",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: str  # herb | formula | syndrome | disease | symptom
+    id: str
+    form_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    input: str
+    resolved: bool
+    kind: str | None = None
+    id: str | None = None
+    name: str | None = None  # canonical name of the entry
+    form_id: str | None = None  # a processed form the content defines
+    form: str | None = None  # processed form as written (defined or generic), None for the plain herb
+    processing: str | None = None
+    raw: bool = False  # the written form is a raw (生) form
+    how: str = "exact"  # exact | normalized | processing | regional | suffix | variant | unresolved | distinct
+    candidates: tuple[str, ...] = ()
+    note: str | None = None
+    others: tuple[Target, ...] = ()  # further entries the same name names (other kinds, or syndromes of other diseases)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "resolved": self.resolved,
+            "kind": self.kind,
+            "id": self.id,
+            "name": self.name,
+            "form": self.form,
+            "form_id": self.form_id,
+            "processing": self.processing,
+            "how": self.how,
+            **({"candidates": list(self.candidates)} if not self.resolved else {}),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+class NameIndex:
+    """Normalised name -> targets, for every kind, plus the rules above for herbs and symptoms.
+
+    Built once per knowledge base; lookups are pure and thread-safe (the memo dict only ever gains entries whose
+    values are immutable, and a lost race just computes the same value twice).
+    """
+
+    def __init__(self, kb: Any):
+        self._kb = kb
+        self.index: dict[str, list[Target]] = defaultdict(list)
+        self.distinct: dict[str, str] = {}  # normalised name -> why it is not what it looks like
+        self._memo: dict[tuple[str, str | None], Resolution] = {}
+        self._char_index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._display: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> display name
+
+    # ---- building ------------------------------------------------------------------------------------
+    def add(self, name: str, target: Target, display: str | None = None) -> str | None:
+        """Index one name; returns a collision message when the key already names a different entry."""
+        key = normalize(name)
+        if not key:
+            return f"name {name!r} is empty after normalisation"
+        existing = self.index[key]
+        clash = None
+        for t in existing:
+            if t == target:
+                return None
+            if t.kind == target.kind and target.kind in ("herb", "symptom", "formula", "disease"):
+                clash = f"name {name!r} names two {target.kind} entries: {_tid(t)} and {_tid(target)}"
+        existing.append(target)
+        kind_chars = self._char_index[target.kind]
+        for ch in set(key):
+            kind_chars[ch].add(key)
+        self._display[target.kind].setdefault(key, display or name)
+        return clash
+
+    def add_distinct(self, name: str, reason: str) -> None:
+        self.distinct[normalize(name)] = reason
+
+    # ---- lookups -------------------------------------------------------------------------------------
+    def lookup(self, text: str, kind: str | None = None) -> Resolution:
+        memo_key = (text, kind)
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
+        res = self._lookup(text, kind)
+        if len(self._memo) < 200_000:
+            self._memo[memo_key] = res
+        return res
+
+    def _lookup(self, text: str, kind: str | None) -> Resolution:
+        key = normalize(text) if isinstance(text, str) else ""
+        if not key:
+            return Resolution(input=text, resolved=False, how="unresolved", note="empty name")
+        how = "exact" if key == text else "normalized"
+        targets = self.index.get(key, [])
+        if kind is not None:
+            targets = [t for t in targets if t.kind == kind]
+        if targets:
+            return self._make(text, targets, how)
+        if kind in (None, "herb"):
+            if key in self.distinct:
+                return Resolution(
+                    input=text, resolved=False, how="distinct", note=self.distinct[key],
+                    candidates=self.candidates(key, "herb"),
+                )  # fmt: skip
+            res = self._derive_herb(text, key)
+            if res is not None:
+                return res
+        if kind in (None, "symptom"):
+            res = self._symptom_variant(text, key)
+            if res is not None:
+                return res
+        if kind in (None, "formula"):
+            for suffix in ("加减", "化裁", "加味"):
+                if key.endswith(suffix) and len(key) > len(suffix) + 1:
+                    base = [t for t in self.index.get(key[: -len(suffix)], []) if t.kind == "formula"]
+                    if base:
+                        r = self._make(text, base, "variant")
+                        return _replace(r, note=f"{suffix}: the base formula, modified")
+        kinds = [kind] if kind else ["herb", "formula", "syndrome", "symptom", "disease"]
+        cands: list[str] = []
+        for k in kinds:
+            cands += self.candidates(key, k, limit=5)
+        return Resolution(input=text, resolved=False, how="unresolved", candidates=tuple(cands[:8]))
+
+    def _make(self, text: str, targets: list[Target], how: str) -> Resolution:
+        order = {"herb": 0, "formula": 1, "syndrome": 2, "symptom": 3, "disease": 4}
+        targets = sorted(targets, key=lambda t: order.get(t.kind, 9))
+        t = targets[0]
+        name = self._kb.display_name(t.kind, t.id)
+        form = form_name = None
+        processing = None
+        raw = False
+        if t.kind == "herb" and t.form_id:
+            f = self._kb.forms[t.form_id]
+            form, form_name, processing, raw = f.id, f.name, f.processing, f.raw
+        return Resolution(
+            input=text, resolved=True, kind=t.kind, id=t.id, name=name, form_id=form, form=form_name,
+            processing=processing, raw=raw, how=how, others=tuple(targets[1:]),
+        )  # fmt: skip
+
+    def _herb_exact(self, key: str) -> Target | None:
+        for t in self.index.get(key, ()):
+            if t.kind == "herb":
+                return t
+        return None
+
+    def _herb_base(self, key: str, allow_suffix: bool = True) -> tuple[Target, str] | None:
+        """Resolve the herb part of a derived name: exact, or a regional prefix, or a suffix."""
+        t = self._herb_exact(key)
+        if t is not None:
+            return t, "exact"
+        if key in self.distinct:
+            return None
+        for p in REGIONAL_PREFIXES:
+            if key.startswith(p) and len(key) - len(p) >= 2:
+                t = self._herb_exact(key[len(p) :])
+                if t is not None and t.form_id is None:
+                    return t, "regional"
+        if allow_suffix:
+            for suf, _ in PROCESSING_SUFFIXES:
+                if key.endswith(suf) and len(key) - len(suf) >= 2:
+                    t = self._herb_exact(key[: -len(suf)])
+                    if t is not None and t.form_id is None:
+                        return t, "suffix"
+        return None
+
+    def _derive_herb(self, text: str, key: str) -> Resolution | None:
+        for prefix, words in PROCESSING_PREFIXES:
+            if not key.startswith(prefix) or len(key) - len(prefix) < 2:
+                continue
+            base = self._herb_base(key[len(prefix) :], allow_suffix=False)
+            if base is None:
+                continue
+            target, _ = base
+            if target.form_id is not None:
+                continue  # a prefix on a form name (炒法半夏) is not a form we can name
+            herb = self._kb.herbs[target.id]
+            form = self._pick_form(herb, prefix, words)
+            if form is not None:
+                return Resolution(
+                    input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=form.id,
+                    form=form.name, processing=form.processing, raw=form.raw, how="processing",
+                )  # fmt: skip
+            raw = prefix == "生"
+            return Resolution(
+                input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=None,
+                form=key, processing="生品" if raw else prefix, raw=raw, how="processing",
+                note=None if raw else f"{key}: a processed form of {herb.name} the knowledge base does not describe "
+                "separately; the herb's values apply",
+            )  # fmt: skip
+        base = self._herb_base(key)
+        if base is None:
+            return None
+        target, how = base
+        herb = self._kb.herbs[target.id]
+        if how == "suffix":
+            suf = next(s for s in PROCESSING_SUFFIXES if key.endswith(s[0]))
+            form = self._pick_form(herb, suf[0], (suf[0],))
+            if form is not None:
+                return Resolution(
+                    input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=form.id,
+                    form=form.name, processing=form.processing, raw=form.raw, how="suffix",
+                )  # fmt: skip
+            return Resolution(
+                input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form=key, processing=suf[1],
+                how="suffix",
+            )  # fmt: skip
+        return Resolution(input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, how=how)
+
+    def _pick_form(self, herb: Any, prefix: str, words: tuple[str, ...]) -> Any:
+        forms = [self._kb.forms[f] for f in herb.form_ids]
+        if prefix == "生":
+            raw = [f for f in forms if f.raw]
+            return raw[0] if len(raw) == 1 else None
+        named = [f for f in forms if f.name == prefix + herb.name]
+        if len(named) == 1:
+            return named[0]
+        matching = [f for f in forms if not f.raw and any(w in f.processing for w in words)]
+        return matching[0] if len(matching) == 1 else None
+
+    def _symptom_variant(self, text: str, key: str) -> Resolution | None:
+        variants = []
+        inner = key.replace("：", "").replace(":", "").replace("，", "").replace(",", "").replace("、", "")
+        variants.append(inner)
+        v = inner.replace("舌质", "舌").replace("舌体", "舌").replace("脉象", "脉").replace("舌苔", "苔")
+        variants.append(v)
+        if v.startswith("苔"):
+            variants.append("舌" + v)
+        if v.endswith("脉") and not v.startswith("脉") and len(v) >= 2:
+            variants.append("脉" + v[:-1])
+        if v.startswith("脉") and len(v) >= 2:
+            variants.append(v[1:] + "脉")
+        for cand in variants:
+            if cand == key:
+                continue
+            ts = [t for t in self.index.get(cand, ()) if t.kind == "symptom"]
+            if ts:
+                return self._make(text, ts, "variant")
+        return None
+
+    def candidates(self, key: str, kind: str, limit: int = 5) -> tuple[str, ...]:
+        """Closest names of one kind: character overlap (Dice) with a bonus for a shared prefix."""
+        chars = self._char_index.get(kind)
+        if not chars or not key:
+            return ()
+        pool: set[str] = set()
+        for ch in set(key):
+            pool |= chars.get(ch, set())
+        kset = set(key)
+        scored = []
+        for name in pool:
+            common = len(kset & set(name))
+            score = 2 * common / (len(kset) + len(set(name)))
+            if name[0] == key[0]:
+                score += 0.1
+            scored.append((score, name))
+        scored.sort(key=lambda x: (-x[0], len(x[1]), x[1]))
+        display = self._display[kind]
+        out: list[str] = []
+        for _, name in scored:
+            shown = display.get(name, name)
+            if shown not in out:
+                out.append(shown)
+            if len(out) >= limit:
+                break
+        return tuple(out)
+
+
+def _tid(t: Target) -> str:
+    return f"{t.kind} {t.id}" + (f" (form {t.form_id})" if t.form_id else "")
+
+
+def _replace(r: Resolution, **changes: Any) -> Resolution:
+    from dataclasses import replace
+
+    return replace(r, **changes)
