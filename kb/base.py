@@ -49,7 +49,7 @@ class KnowledgeBase:
         self.rulesets: dict[str, m.RuleSet] = {}
         self.warnings: list[str] = []
         self.names = NameIndex(self)
-        self._problems: list[str] = []
+        self._problems: list[str] = list(content.problems)
         self._build()
         if self._problems:
             raise ContentError(self._problems)
@@ -479,7 +479,7 @@ def default_data_dir() -> Path:
 def load(data_dir: Path | str | None = None) -> KnowledgeBase:
     """Load and validate a knowledge base (default: the built-in one, or ``$TCM_KB_DIR``)."""
     path = Path(data_dir) if data_dir is not None else default_data_dir()
-    content = load_content(path)
+    content = load_content(path, keep_going=True)
     return KnowledgeBase(content, path, content_hash(path))
 
 

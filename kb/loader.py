@@ -52,6 +52,7 @@ class Content:
     rulefiles: list[RuleFile] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> kind, for provenance
     origin: dict[int, str] = field(default_factory=dict)  # id(entry) -> "file entry #n"
+    problems: list[str] = field(default_factory=list)  # entries left out because they are invalid
 
 
 def _describe_loc(loc: tuple[Any, ...]) -> str:
@@ -110,8 +111,11 @@ def kind_of(path: Path) -> str:
     )
 
 
-def load_file(path: Path, kind: str | None = None) -> tuple[str, list[BaseModel]]:
-    """Read and validate one content file. Raises ContentError listing every problem in it."""
+def load_file(path: Path, kind: str | None = None, *, keep_going: bool = False) -> tuple[str, list[Any]]:
+    """Read and validate one content file. Raises ContentError listing every problem in it.
+
+    With ``keep_going`` the valid entries come back followed by one list of problem lines (possibly empty).
+    """
     kind = kind or kind_of(path)
     raw = read_yaml(path)
     problems: list[str] = []
@@ -146,6 +150,8 @@ def load_file(path: Path, kind: str | None = None) -> tuple[str, list[BaseModel]
                 entries.append(model.model_validate(item))
             except ValidationError as exc:
                 problems += _validation_problems(where, exc)
+    if keep_going:
+        return kind, [*entries, problems]
     if problems:
         raise ContentError(problems)
     return kind, entries
@@ -155,8 +161,17 @@ def content_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in data_dir.rglob("*.yaml") if not p.name.startswith("."))
 
 
-def load_content(data_dir: Path | str = DEFAULT_DATA_DIR) -> Content:
-    """Read every content file under ``data_dir``; raises ContentError with all problems of all files."""
+def _id_label(entry: BaseModel) -> str | None:
+    ident = getattr(entry, "id", None)
+    return f"id={ident}" if ident else None
+
+
+def load_content(data_dir: Path | str = DEFAULT_DATA_DIR, *, keep_going: bool = False) -> Content:
+    """Read every content file under ``data_dir``; raises ContentError with all problems of all files.
+
+    With ``keep_going`` the valid entries are returned and the problems listed in ``Content.problems`` instead,
+    so that cross-reference checks can run too and a curator sees everything in one pass.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ContentError(f"{data_dir}: knowledge-base directory not found")
@@ -165,13 +180,16 @@ def load_content(data_dir: Path | str = DEFAULT_DATA_DIR) -> Content:
     for path in content_files(data_dir):
         rel = str(path.relative_to(data_dir))
         try:
-            kind, entries = load_file(path)
+            kind, entries = load_file(path, keep_going=keep_going)
         except ContentError as exc:
             problems += exc.problems
             continue
+        if keep_going and entries and isinstance(entries[-1], list):
+            problems += entries.pop()  # type: ignore[arg-type]
         content.files[rel] = kind
         for i, entry in enumerate(entries):
-            content.origin[id(entry)] = f"{rel} entry #{i + 1}"
+            label = ", ".join(str(x) for x in (getattr(entry, "name", None), _id_label(entry)) if x)
+            content.origin[id(entry)] = f"{rel} entry #{i + 1}" + (f" ({label})" if label else "")
         if kind == "sources":
             content.sources += entries  # type: ignore[arg-type]
         elif kind == "rules":
@@ -180,7 +198,8 @@ def load_content(data_dir: Path | str = DEFAULT_DATA_DIR) -> Content:
             content.release = entries[0]  # type: ignore[assignment]
         else:
             getattr(content, kind).extend(entries)
-    if problems:
+    if problems and not keep_going:
         raise ContentError(problems)
+    content.problems = problems
     logger.debug("loaded %d content files from %s", len(content.files), data_dir)
     return content

@@ -215,8 +215,9 @@ class _Exporter:
                 iri = KBN[f"{seg}/{entry.id}"] if hasattr(entry, "id") else KBN[f"{seg}/{entry.name}"]
                 self.entity(entry, iri, cls)
                 where = origin.get(id(entry), "")
-                g.add((iri, TCM.contentFile, Literal(where.split(" entry #")[0])))
-                g.add((iri, TCM.filePosition, Literal(int(where.split("#")[1]) if "#" in where else 0)))
+                file, _, rest = where.partition(" entry #")
+                g.add((iri, TCM.contentFile, Literal(file)))
+                g.add((iri, TCM.filePosition, Literal(int(rest.split(" ")[0]) if rest else 0)))
                 g.add((iri, PROV.wasAttributedTo, PROJECT))
                 g.add((iri, TCM.inRelease, release))
         for n, rf in enumerate(c.rulefiles):

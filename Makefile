@@ -1,0 +1,43 @@
+# One command each: run, test, lint, bench, eval. Each creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+TCM    := $(VENV)/bin/tcm
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-slow lint bench eval clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: prove the built-in knowledge base loads and validates, then print its statistics.
+# (When the HTTP API lands this becomes `tcm serve`.)
+run: install
+	$(TCM) kb validate
+	$(TCM) kb stats
+
+test: install
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+
+test-slow: install
+	$(PY) -m pytest -q -m slow -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check kb cds api models training eval tests
+	$(VENV)/bin/ruff format --check kb cds api models training eval tests
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) -m eval.bench
+
+eval: install
+	$(PY) -m eval.report
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

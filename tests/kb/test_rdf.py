@@ -1,0 +1,92 @@
+"""RDF: lossless export/import round trip, SHACL validation, SPARQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rdflib import Graph, Literal
+from rdflib.namespace import SKOS
+
+import kb
+from kb import rdf
+from kb.errors import QueryError, RDFError
+
+
+@pytest.mark.parametrize("fmt", ["ttl", "jsonld"])
+def test_export_import_export_is_lossless(fixture_kb: kb.KnowledgeBase, tmp_path: Path, fmt: str) -> None:
+    first = tmp_path / f"first.{fmt}"
+    rdf.export(fixture_kb, fmt, first)
+    reimported = rdf.import_file(first, tmp_path / "content")
+    second = tmp_path / f"second.{fmt}"
+    rdf.export(reimported, fmt, second)
+    g1 = Graph().parse(first, format="json-ld" if fmt == "jsonld" else "turtle")
+    g2 = Graph().parse(second, format="json-ld" if fmt == "jsonld" else "turtle")
+    assert len(g1) > 1000 and set(g1) == set(g2)
+    assert reimported.stats()["counts"] == fixture_kb.stats()["counts"]
+    # the order that carries meaning survives: main formula first, composition order
+    sy = reimported.syndromes["ganmao.fenghan-shubiao"]
+    assert [reimported.formulas[f].name for f in sy.formula_ids] == ["麻黄汤", "桂枝汤"]
+    assert [i.written for i in reimported.formulas["guizhi-tang"].composition][0] == "桂枝"
+    # inheritance survives: a form that did not set its dose still inherits
+    assert "dose_g" not in reimported.forms["zhigancao"].own_fields
+
+
+def test_export_uses_skos_and_prov(fixture_kb: kb.KnowledgeBase) -> None:
+    g = rdf.to_graph(fixture_kb)
+    gancao = rdf.KBN["herb/gancao"]
+    assert (gancao, SKOS.prefLabel, Literal("甘草", lang="zh")) in g
+    assert (gancao, SKOS.altLabel, Literal("国老", lang="zh")) in g
+    assert (gancao, SKOS.altLabel, Literal("Glycyrrhizae Radix et Rhizoma", lang="la")) in g
+    prov = rdf.PROV.wasDerivedFrom
+    assert (gancao, prov, rdf.KBN["source/chp2020"]) in g
+
+
+def test_shacl_accepts_the_export(fixture_kb: kb.KnowledgeBase) -> None:
+    conforms, problems = rdf.validate_shacl(rdf.to_graph(fixture_kb))
+    assert conforms, problems
+
+
+def test_shacl_rejects_a_broken_graph(fixture_kb: kb.KnowledgeBase) -> None:
+    g = rdf.to_graph(fixture_kb)
+    gancao = rdf.KBN["herb/gancao"]
+    g.remove((gancao, SKOS.prefLabel, None))  # no preferred label
+    g.set((gancao, rdf.TCM.doseMin, Literal("20.0", datatype=rdf.XSD.decimal)))  # min above max
+    g.remove((rdf.KBN["formula/guizhi-tang/composition/0"], rdf.TCM.herbRef, None))  # dangling ingredient
+    conforms, problems = rdf.validate_shacl(g)
+    assert not conforms
+    text = "\n".join(problems)
+    assert "kb:herb/gancao: skos:prefLabel" in text
+    assert "doseMin" in text
+    assert "guizhi-tang/composition/0: tcm:herbRef" in text
+
+
+def test_sparql_select(fixture_kb: kb.KnowledgeBase) -> None:
+    g = rdf.to_graph(fixture_kb)
+    res = rdf.query(g, """SELECT ?name WHERE { ?f a tcm:Formula ; skos:prefLabel ?name ; tcm:containsHerb ?h .
+                                              ?h skos:prefLabel "甘草"@zh } ORDER BY ?name""")
+    assert [b["name"]["value"] for b in res["results"]["bindings"]] == ["四君子汤", "桂枝汤", "麻黄汤"]
+
+
+@pytest.mark.parametrize("text", ["SELEC nothing", "", "INSERT DATA { <a:b> <a:c> <a:d> }"])
+def test_sparql_rejects_malformed_and_updates(fixture_kb: kb.KnowledgeBase, text: str) -> None:
+    with pytest.raises(QueryError):
+        rdf.query(rdf.to_graph(fixture_kb), text)
+
+
+def test_import_refuses_non_kb_rdf(tmp_path: Path) -> None:
+    p = tmp_path / "x.ttl"
+    p.write_text("<urn:a> <urn:b> <urn:c> .\n", encoding="utf-8")
+    with pytest.raises(RDFError):
+        rdf.import_file(p)
+
+
+def test_import_refuses_non_empty_output(fixture_kb: kb.KnowledgeBase, tmp_path: Path) -> None:
+    out = tmp_path / "x.ttl"
+    rdf.export(fixture_kb, "ttl", out)
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(RDFError):
+        rdf.import_file(out, target)
+    assert (target / "keep.txt").read_text(encoding="utf-8") == "mine"
