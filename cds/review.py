@@ -1,0 +1,510 @@
+"""Prescription safety review, driven entirely by the knowledge base.
+
+``review(prescription) -> Review`` resolves every item (an item it cannot resolve is a finding, never skipped),
+then runs each registered check kind. A check kind is a small pure function ``(ctx) -> list[Finding]``; the
+clinical facts it reads (rule members, dose ranges, toxicity, pregnancy class, preparation) all come from the
+knowledge base, so a curator's edit changes the review without a code change.
+
+Kinds and their severities: ``incompatibility`` (十八反) and ``antagonism`` (十九畏): the rule's severity
+(critical); ``pregnancy``: 禁用/忌用 critical, 慎用 warning, and a warning asking to confirm pregnancy when it is
+unknown and a 禁用 herb is present; ``dose``: above a toxic herb's maximum critical, above any other herb's range
+warning, below it info; ``toxic``: raw forms that must be processed, external-only or banned drugs, controlled
+toxic drugs; ``duplicate``; ``preparation``; ``unresolved``; ``duration``; ``population``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kb as kbmod
+from cds.prescription import Item, Prescription, parse
+from kb import model as m
+from kb.names import Resolution
+from kb.registry import Registry
+
+SEVERITIES = ("info", "warning", "critical")
+PREGNANCY_SEVERITY = {"禁用": m.Severity.CRITICAL, "忌用": m.Severity.CRITICAL, "慎用": m.Severity.WARNING}
+DECOCTION_FLAGS = ("先煎", "后下", "包煎", "另煎", "烊化", "冲服", "溶入", "生汁兑服")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule_id: str
+    kind: str
+    severity: m.Severity
+    herbs: tuple[str, ...]  # item names as written
+    message_zh: str
+    message_en: str
+    source: m.SourceRef | None
+    override_allowed: bool = True
+    items: tuple[int, ...] = ()  # indexes into the prescription's items
+    detail: dict[str, Any] = field(default_factory=dict)
+    suggestions: tuple[dict[str, Any], ...] = ()  # {"label", "action": remove|set_dose, "item", "dose_g"?}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "herbs": list(self.herbs),
+            "message": f"{self.message_zh} / {self.message_en}",
+            "message_zh": self.message_zh,
+            "message_en": self.message_en,
+            "source": self.source.as_dict() if self.source else None,
+            "override_allowed": self.override_allowed,
+            "items": list(self.items),
+            **({"detail": self.detail} if self.detail else {}),
+            **({"suggestions": list(self.suggestions)} if self.suggestions else {}),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    findings: tuple[Finding, ...]
+    resolution: tuple[dict[str, Any], ...]
+    kb_version: str
+    ruleset_version: str
+    prescription_id: str | None = None
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(SEVERITIES, 0)
+        for f in self.findings:
+            counts[f.severity.value] += 1
+        return counts
+
+    @property
+    def highest(self) -> str | None:
+        return max((f.severity for f in self.findings), key=lambda s: s.rank).value if self.findings else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **({"id": self.prescription_id} if self.prescription_id else {}),
+            "findings": [f.as_dict() for f in self.findings],
+            "summary": self.summary,
+            "resolution": list(self.resolution),
+            "kb_version": self.kb_version,
+            "ruleset_version": self.ruleset_version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One prescription item with what the knowledge base says about it."""
+
+    item: Item
+    res: Resolution
+    safety: m.Safety | None
+    label: str  # the resolved name, for messages: 川乌 (生川乌)
+
+
+@dataclass
+class Context:
+    rx: Prescription
+    kb: kbmod.KnowledgeBase
+    plan: Plan
+    lines: list[Line]
+
+
+Check = Callable[[Context], list[Finding]]
+CHECKS: Registry[Check] = Registry("check kind")
+
+
+# ---- the per-knowledge-base plan: rule membership indexed by herb ---------------------------------------
+class Plan:
+    def __init__(self, kb: kbmod.KnowledgeBase):
+        self.pairs: dict[str, list[tuple[m.Rule, str, m.Member]]] = defaultdict(list)
+        self.members: dict[str, dict[str, list[tuple[m.Rule, m.Member]]]] = defaultdict(lambda: defaultdict(list))
+        self.duration: list[m.Rule] = []
+        for rule in kb.rules.values():
+            if rule.kind in ("incompatibility", "antagonism"):
+                for side, mems in (("a", rule.a), ("b", rule.b)):
+                    for mem in mems:
+                        self.pairs[mem.herb_id].append((rule, side, mem))
+            elif rule.kind == "duration":
+                self.duration.append(rule)
+            else:
+                for mem in rule.members:
+                    self.members[rule.kind][mem.herb_id].append((rule, mem))
+
+
+@functools.lru_cache(maxsize=8)
+def plan_for(kb: kbmod.KnowledgeBase) -> Plan:
+    return Plan(kb)
+
+
+def matches(mem: m.Member, res: Resolution) -> bool:
+    if res.id != mem.herb_id:
+        return False
+    if mem.form_id is not None:
+        return res.form_id == mem.form_id
+    return res.raw if mem.raw_only else True
+
+
+# ---- the review ------------------------------------------------------------------------------------------
+def review(prescription: Prescription | dict[str, Any], kb: kbmod.KnowledgeBase | None = None) -> Review:
+    """Review one prescription (a ``Prescription`` or its JSON object). Pure and thread-safe."""
+    rx = prescription if isinstance(prescription, Prescription) else parse(prescription)
+    base = kb if kb is not None else kbmod.default()
+    lines = []
+    resolution = []
+    for it in rx.items:
+        r = base.resolve_herb(it.herb)
+        safety = base.safety(r.id, r.form_id) if r.resolved and r.id else None
+        label = (r.name or it.herb) + (f"（{r.form}）" if r.form and r.form != r.name else "")
+        lines.append(Line(it, r, safety, label))
+        row: dict[str, Any] = {
+            "item": it.index, "input": it.herb, "resolved": r.resolved, "herb_id": r.id, "name": r.name,
+            "form": r.form, "form_id": r.form_id, "dose_g": it.dose_g,
+        }  # fmt: skip
+        if not r.resolved:
+            row["candidates"] = list(r.candidates)
+        resolution.append(row)
+    ctx = Context(rx, base, plan_for(base), lines)
+    findings: list[Finding] = []
+    for name in CHECKS:
+        findings += CHECKS.get(name)(ctx)
+    findings.sort(key=lambda f: (-f.severity.rank, f.items[:1] or (1 << 30,), f.rule_id))
+    return Review(
+        findings=tuple(findings), resolution=tuple(resolution), kb_version=str(base.version),
+        ruleset_version=base.ruleset_version, prescription_id=rx.id,
+    )  # fmt: skip
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+# ---- check kinds -----------------------------------------------------------------------------------------
+@CHECKS.register("unresolved")
+def check_unresolved(ctx: Context) -> list[Finding]:
+    out = []
+    for ln in ctx.lines:
+        if ln.res.resolved:
+            continue
+        cands = "、".join(ln.res.candidates) or "无"
+        why = f"（{ln.res.note}）" if ln.res.note else ""
+        out.append(
+            Finding(
+                rule_id="unresolved", kind="unresolved", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
+                message_zh=f"无法识别药名“{ln.item.herb}”{why}，未对其做安全审核；候选：{cands}",
+                message_en=f"Unknown herb name '{ln.item.herb}': it was not safety-checked; candidates: "
+                f"{', '.join(ln.res.candidates) or 'none'}",
+                source=None, items=(ln.item.index,), detail={"candidates": list(ln.res.candidates)},
+            )  # fmt: skip
+        )
+    return out
+
+
+def _pair_check(kind: str) -> Check:
+    def check(ctx: Context) -> list[Finding]:
+        hits: dict[str, dict[str, set[int]]] = {}
+        rules: dict[str, m.Rule] = {}
+        for ln in ctx.lines:
+            if not ln.res.resolved or ln.res.id is None:
+                continue
+            for rule, side, mem in ctx.plan.pairs.get(ln.res.id, ()):
+                if rule.kind == kind and matches(mem, ln.res):
+                    hits.setdefault(rule.id, {"a": set(), "b": set()})[side].add(ln.item.index)
+                    rules[rule.id] = rule
+        out = []
+        for rid, sides in hits.items():
+            if not sides["a"] or not sides["b"]:
+                continue
+            rule = rules[rid]
+            for ia in sorted(sides["a"]):
+                for ib in sorted(sides["b"]):
+                    if ia == ib:
+                        continue
+                    a, b = ctx.rx.items[ia].herb, ctx.rx.items[ib].herb
+                    out.append(
+                        Finding(
+                            rule_id=rule.id, kind=kind, severity=rule.severity, herbs=(a, b),
+                            message_zh=f"{a} 与 {b}：{rule.message_zh}", message_en=f"{a} with {b}: {rule.message_en}",
+                            source=rule.source, items=(ia, ib), detail={"note": rule.note} if rule.note else {},
+                            suggestions=(
+                                {"label": f"删除 {b} / remove {b}", "action": "remove", "item": ib},
+                                {"label": f"删除 {a} / remove {a}", "action": "remove", "item": ia},
+                            ),
+                        )  # fmt: skip
+                    )
+        return out
+
+    check.__name__ = f"check_{kind}"
+    return check
+
+
+CHECKS.register("incompatibility", _pair_check("incompatibility"))
+CHECKS.register("antagonism", _pair_check("antagonism"))
+
+
+@CHECKS.register("pregnancy")
+def check_pregnancy(ctx: Context) -> list[Finding]:
+    p = ctx.rx.patient
+    if p.pregnant is False:
+        return []
+    confirm = p.pregnant is None and p.may_be_pregnant()
+    if p.pregnant is None and not confirm:
+        return []
+    out = []
+    for ln in ctx.lines:
+        cls = ln.safety.pregnancy if ln.safety else None
+        if cls is None:
+            continue
+        src = _fact_source(ctx.kb, ln.res)
+        rid = f"pregnancy.{ln.res.form_id if _own(ctx.kb, ln.res, 'pregnancy') else ln.res.id}"
+        if p.pregnant:
+            out.append(
+                Finding(
+                    rule_id=rid, kind="pregnancy", severity=PREGNANCY_SEVERITY[cls], herbs=(ln.item.herb,),
+                    message_zh=f"{ln.item.herb}：孕妇{cls}", message_en=f"{ln.item.herb}: {_preg_en(cls)} in pregnancy",
+                    source=src, items=(ln.item.index,), detail={"pregnancy": cls},
+                    suggestions=({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
+                                  "item": ln.item.index},),
+                )  # fmt: skip
+            )
+        elif cls == "禁用":
+            out.append(
+                Finding(
+                    rule_id=rid, kind="pregnancy", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
+                    message_zh=f"{ln.item.herb}：孕妇禁用；患者是否妊娠未知，请确认",
+                    message_en=f"{ln.item.herb} is forbidden in pregnancy and the patient's pregnancy status is unknown: "
+                    "confirm before signing",
+                    source=src, items=(ln.item.index,), detail={"pregnancy": cls, "confirm_pregnancy": True},
+                )  # fmt: skip
+            )
+    return out
+
+
+def _preg_en(cls: str) -> str:
+    return {"禁用": "forbidden", "忌用": "to be avoided", "慎用": "to be used with caution"}[cls]
+
+
+def _own(kb: kbmod.KnowledgeBase, res: Resolution, fieldname: str) -> bool:
+    return bool(res.form_id) and fieldname in kb.forms[res.form_id].own_fields
+
+
+def _fact_source(kb: kbmod.KnowledgeBase, res: Resolution) -> m.SourceRef | None:
+    if not res.id:
+        return None
+    return kb.forms[res.form_id].source if res.form_id else kb.herbs[res.id].source
+
+
+@CHECKS.register("dose")
+def check_dose(ctx: Context) -> list[Finding]:
+    out = []
+    for ln in ctx.lines:
+        if ln.safety is None or ln.safety.dose_g is None or ln.item.dose_g is None:
+            continue
+        lo, hi = ln.safety.dose_g
+        d = ln.item.dose_g
+        rid = f"dose.{ln.res.form_id if _own(ctx.kb, ln.res, 'dose_g') else ln.res.id}"
+        rng = f"{_fmt(lo)}–{_fmt(hi)} g"
+        common = {"rule_id": rid, "kind": "dose", "herbs": (ln.item.herb,), "source": _fact_source(ctx.kb, ln.res),
+                  "items": (ln.item.index,), "detail": {"dose_g": d, "range_g": [lo, hi], "toxicity": ln.safety.toxicity}}
+        set_dose = {"label": f"{ln.item.herb} 调整为 {_fmt(hi)} g / set {ln.item.herb} to {_fmt(hi)} g",
+                    "action": "set_dose", "item": ln.item.index, "dose_g": hi}  # fmt: skip
+        if d > hi + 1e-9:
+            toxic = ln.safety.toxicity is not None
+            out.append(
+                Finding(
+                    severity=m.Severity.CRITICAL if toxic else m.Severity.WARNING,
+                    message_zh=f"{ln.item.herb} {_fmt(d)} g 超过常用量上限（{rng}）" + ("，为有毒药物" if toxic else ""),
+                    message_en=f"{ln.item.herb} {_fmt(d)} g is above the {'toxic herb' if toxic else 'usual'} "
+                    f"daily range ({rng})",
+                    suggestions=(set_dose,), **common,
+                )  # fmt: skip
+            )
+        elif d < lo - 1e-9:
+            out.append(
+                Finding(
+                    severity=m.Severity.INFO,
+                    message_zh=f"{ln.item.herb} {_fmt(d)} g 低于常用量（{rng}）",
+                    message_en=f"{ln.item.herb} {_fmt(d)} g is below the usual daily range ({rng})",
+                    **common,
+                )  # fmt: skip
+            )
+    return out
+
+
+@CHECKS.register("toxic")
+def check_toxic(ctx: Context) -> list[Finding]:
+    out = []
+    banned_items: set[int] = set()
+    for kind in ("banned", "controlled"):
+        by_herb = ctx.plan.members.get(kind, {})
+        for ln in ctx.lines:
+            for rule, mem in by_herb.get(ln.res.id or "", ()):
+                if not matches(mem, ln.res):
+                    continue
+                detail: dict[str, Any] = {"rule_kind": kind}
+                sev = rule.severity
+                msg_zh, msg_en = f"{ln.item.herb}：{rule.message_zh}", f"{ln.item.herb}: {rule.message_en}"
+                limit_days = rule.params.get("max_days_of_max_dose")
+                if kind == "controlled" and limit_days and ctx.rx.days and ln.safety and ln.safety.dose_g:
+                    total = (ln.item.dose_g or 0) * ctx.rx.days
+                    cap = float(limit_days) * ln.safety.dose_g[1]  # type: ignore[arg-type]
+                    detail.update(total_g=total, cap_g=cap)
+                    if total > cap + 1e-9:
+                        sev = m.Severity.CRITICAL
+                        msg_zh += f"；本处方总量 {_fmt(total)} g 超过 {limit_days} 日极量 {_fmt(cap)} g"
+                        msg_en += f"; this prescription's total {_fmt(total)} g exceeds {limit_days} days' maximum {_fmt(cap)} g"
+                if kind == "banned":
+                    banned_items.add(ln.item.index)
+                out.append(
+                    Finding(
+                        rule_id=rule.id, kind="toxic", severity=sev, herbs=(ln.item.herb,), message_zh=msg_zh,
+                        message_en=msg_en, source=rule.source, items=(ln.item.index,), detail=detail,
+                        override_allowed=kind != "banned",
+                        suggestions=({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
+                                      "item": ln.item.index},),
+                    )  # fmt: skip
+                )
+    for ln in ctx.lines:
+        if ln.safety is None or ln.item.index in banned_items:
+            continue
+        use = ln.safety.internal_use
+        if use == "allowed":
+            continue
+        src = _fact_source(ctx.kb, ln.res)
+        rid = f"internal_use.{ln.res.form_id or ln.res.id}"
+        remove = ({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove", "item": ln.item.index},)
+        if use == "processed_only":
+            explicit_raw = ln.res.raw
+            out.append(
+                Finding(
+                    rule_id=rid, kind="toxic",
+                    severity=m.Severity.CRITICAL if explicit_raw else m.Severity.WARNING, herbs=(ln.item.herb,),
+                    message_zh=(f"{ln.item.herb} 为生品，须炮制后方可内服" if explicit_raw else
+                                f"{ln.item.herb} 按药典为生品（{ln.label}），内服须用炮制品，请注明炮制规格"),
+                    message_en=(f"{ln.item.herb} is the raw drug and must be processed before internal use" if explicit_raw
+                                else f"{ln.item.herb} as written is the raw drug; internal use needs the processed form: "
+                                "write the processed form"),
+                    source=src, items=(ln.item.index,), detail={"internal_use": use}, suggestions=remove,
+                )  # fmt: skip
+            )
+        elif use in ("external_only", "banned"):
+            out.append(
+                Finding(
+                    rule_id=rid, kind="toxic", severity=m.Severity.CRITICAL, herbs=(ln.item.herb,),
+                    message_zh=f"{ln.item.herb}：" + ("只供外用，不可内服" if use == "external_only" else "已禁止药用"),
+                    message_en=f"{ln.item.herb}: " + ("external use only" if use == "external_only" else "banned from use"),
+                    source=src, items=(ln.item.index,), detail={"internal_use": use}, override_allowed=False,
+                    suggestions=remove,
+                )  # fmt: skip
+            )
+    return out
+
+
+@CHECKS.register("duplicate")
+def check_duplicate(ctx: Context) -> list[Finding]:
+    groups: dict[str, list[Line]] = defaultdict(list)
+    for ln in ctx.lines:
+        if ln.res.resolved and ln.res.id:
+            groups[ln.res.id].append(ln)
+    out = []
+    for hid, lns in groups.items():
+        if len(lns) < 2:
+            continue
+        herb = ctx.kb.herbs[hid]
+        written = tuple(ln.item.herb for ln in lns)
+        same_form = len({ln.res.form for ln in lns}) == 1
+        what_zh = "重复" if same_form else "生品与炮制品（或不同炮制品）同用"
+        what_en = "appears twice" if same_form else "raw and processed (or two processed) forms in one prescription"
+        out.append(
+            Finding(
+                rule_id="duplicate", kind="duplicate", severity=m.Severity.WARNING, herbs=written,
+                message_zh=f"{'、'.join(written)}：同一药物{herb.name}{what_zh}",
+                message_en=f"{', '.join(written)}: {herb.name} {what_en}",
+                source=_regulation(ctx.kb, "chufang-dianping"), items=tuple(ln.item.index for ln in lns),
+                suggestions=tuple({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
+                                   "item": ln.item.index} for ln in lns[1:]),
+            )  # fmt: skip
+        )
+    return out
+
+
+@CHECKS.register("preparation")
+def check_preparation(ctx: Context) -> list[Finding]:
+    out = []
+    for ln in ctx.lines:
+        need = ln.safety.preparation if ln.safety else None
+        if not need:
+            continue
+        stated = ln.item.preparation or ""
+        if need in stated:
+            continue
+        rid = f"preparation.{ln.res.form_id if _own(ctx.kb, ln.res, 'preparation') else ln.res.id}"
+        if need == "入丸散":
+            zh, en, sev = f"{ln.item.herb}：宜入丸散，不入煎剂", f"{ln.item.herb}: for pills and powders, not decocted", m.Severity.WARNING
+        else:
+            zh, en, sev = f"{ln.item.herb}：需{need}，处方未注明", f"{ln.item.herb}: needs {need}, which the prescription does not state", m.Severity.INFO
+        out.append(
+            Finding(
+                rule_id=rid, kind="preparation", severity=sev, herbs=(ln.item.herb,), message_zh=zh, message_en=en,
+                source=_fact_source(ctx.kb, ln.res), items=(ln.item.index,), detail={"required": need, "stated": stated or None},
+            )  # fmt: skip
+        )
+    return out
+
+
+@CHECKS.register("duration")
+def check_duration(ctx: Context) -> list[Finding]:
+    out = []
+    days = ctx.rx.days
+    if days is not None and ctx.rx.setting:
+        for rule in ctx.plan.duration:
+            if rule.params.get("setting") == ctx.rx.setting and days > int(rule.params["max_days"]):  # type: ignore[call-overload]
+                out.append(
+                    Finding(
+                        rule_id=rule.id, kind="duration", severity=rule.severity, herbs=(),
+                        message_zh=f"处方 {days} 日：{rule.message_zh}", message_en=f"{days} days: {rule.message_en}",
+                        source=rule.source, detail={"days": days, "max_days": rule.params["max_days"]},
+                    )  # fmt: skip
+                )
+    for ln in ctx.lines:
+        for rule, mem in ctx.plan.members.get("herb_duration", {}).get(ln.res.id or "", ()):
+            if not matches(mem, ln.res):
+                continue
+            too_long = days is not None and days > int(rule.params["max_days"])  # type: ignore[call-overload]
+            alone = bool(rule.params.get("not_alone")) and len(ctx.lines) == 1
+            if too_long or alone:
+                out.append(
+                    Finding(
+                        rule_id=rule.id, kind="duration", severity=rule.severity, herbs=(ln.item.herb,),
+                        message_zh=f"{ln.item.herb}：{rule.message_zh}", message_en=f"{ln.item.herb}: {rule.message_en}",
+                        source=rule.source, items=(ln.item.index,), detail={"days": days, "alone": alone},
+                    )  # fmt: skip
+                )
+    return out
+
+
+@CHECKS.register("population")
+def check_population(ctx: Context) -> list[Finding]:
+    """Children and the elderly given a toxic herb: a reminder to adjust the dose (the ranges are for adults)."""
+    age = ctx.rx.patient.age_years
+    if age is None or 14 <= age < 65:
+        return []
+    group_zh, group_en = ("儿童", "a child") if age < 14 else ("老年人", "an elderly patient")
+    out = []
+    for ln in ctx.lines:
+        if ln.safety is None or ln.safety.toxicity is None:
+            continue
+        out.append(
+            Finding(
+                rule_id="population.age-toxic", kind="population", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
+                message_zh=f"{ln.item.herb}（{ln.safety.toxicity}）用于{group_zh}：剂量范围按成人制定，须酌减并密切观察",
+                message_en=f"{ln.item.herb} ({ln.safety.toxicity}) for {group_en}: dose ranges are for adults; reduce and monitor",
+                source=_regulation(ctx.kb, "chufang-shenhe"), items=(ln.item.index,), detail={"age_years": age},
+            )  # fmt: skip
+        )
+    return out
+
+
+def _regulation(kb: kbmod.KnowledgeBase, ref: str) -> m.SourceRef | None:
+    src = kb.sources.get(ref)
+    return m.SourceRef(ref=ref, loc=None, work=src.work, edition=src.edition) if src else None
