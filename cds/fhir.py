@@ -23,9 +23,11 @@ def _validate(model: Any, raw: dict[str, Any], where: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        raise InputError(f"invalid FHIR {raw.get('resourceType')}: {loc}: {first['msg']}", where) from exc
+        parts = []
+        for err in exc.errors()[:3]:
+            loc = ".".join(str(x) for x in err["loc"])
+            parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+        raise InputError(f"invalid FHIR {raw.get('resourceType')}: " + "; ".join(parts), where) from exc
 
 
 def _text(cc: Any) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,7 @@ def parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
     """A dose string -> (grams, None) or (None, count text). Raises InputError for anything else."""
     if not isinstance(text, str):
         raise InputError(f"dose must be a string with a unit such as '6g', got {text!r}", where)
-    s = text.strip().replace("．", ".").replace("，", "").replace(" ", "")
-    for full, half in zip("０１２３４５６７８９", "0123456789", strict=True):
-        s = s.replace(full, half)
+    s = unicodedata.normalize("NFKC", text).strip().replace("，", "").replace(" ", "")
     if not s:
         raise InputError("empty dose", where)
     m = _DOSE.match(s)
