@@ -15,7 +15,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kb.errors import InputError
 
@@ -45,8 +45,7 @@ class Patient:
         return self.age_years is None or 12 <= self.age_years <= 55
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):  # a NamedTuple: built once per item on the hot path, cheaper than a frozen dataclass
     index: int
     herb: str  # as written
     dose_g: float | None
@@ -64,8 +63,21 @@ class Prescription:
     id: str | None = None
 
 
+_DOSE_MEMO: dict[str, tuple[float | None, str | None]] = {}
+
+
 def parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
     """A dose string -> (grams, None) or (None, count text). Raises InputError for anything else."""
+    hit = _DOSE_MEMO.get(text) if isinstance(text, str) else None
+    if hit is not None:
+        return hit
+    out = _parse_dose(text, where)
+    if len(_DOSE_MEMO) < 50_000:
+        _DOSE_MEMO[text] = out
+    return out
+
+
+def _parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
     if not isinstance(text, str):
         raise InputError(f"dose must be a string with a unit such as '6g', got {text!r}", where)
     s = unicodedata.normalize("NFKC", text).strip().replace("，", "").replace(" ", "")

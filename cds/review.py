@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import kb as kbmod
 from cds.prescription import Item, Prescription, parse
@@ -65,10 +65,27 @@ class Finding:
 @dataclass(frozen=True, slots=True)
 class Review:
     findings: tuple[Finding, ...]
-    resolution: tuple[dict[str, Any], ...]
+    lines: tuple[Line, ...]
     kb_version: str
     ruleset_version: str
     prescription_id: str | None = None
+
+    @property
+    def resolution(self) -> list[dict[str, Any]]:
+        """How every item resolved (in order): the herb, the form, the dose in grams, candidates when unknown."""
+        rows = []
+        for ln in self.lines:
+            r, it = ln.facts.res, ln.item
+            row: dict[str, Any] = {
+                "item": it.index, "input": it.herb, "resolved": r.resolved, "herb_id": r.id, "name": r.name,
+                "form": r.form, "form_id": r.form_id, "dose_g": it.dose_g,
+            }  # fmt: skip
+            if it.count:
+                row["count"] = it.count
+            if not r.resolved:
+                row["candidates"] = list(r.candidates)
+            rows.append(row)
+        return rows
 
     @property
     def summary(self) -> dict[str, int]:
@@ -86,20 +103,43 @@ class Review:
             **({"id": self.prescription_id} if self.prescription_id else {}),
             "findings": [f.as_dict() for f in self.findings],
             "summary": self.summary,
-            "resolution": list(self.resolution),
+            "resolution": self.resolution,
             "kb_version": self.kb_version,
             "ruleset_version": self.ruleset_version,
         }
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
+class Facts:
+    """What the knowledge base says about one written herb name (memoised per knowledge base)."""
+
+    res: Resolution
+    safety: m.Safety | None
+    source: m.SourceRef | None  # where the safety facts come from (the form's entry when it has its own)
+    pairs: tuple[tuple[m.Rule, str], ...]  # pair rules this name is a member of, with its side
+    members: dict[str, tuple[m.Rule, ...]]  # list rules (controlled, banned, herb_duration) it is a member of
+    fact_id: dict[str, str]  # safety field -> the id of the entry that sets it (form or herb)
+    triggers: frozenset[str] = frozenset()  # which check kinds can find anything for this name (see TRIGGERS)
+
+
+class Line(NamedTuple):
     """One prescription item with what the knowledge base says about it."""
 
     item: Item
-    res: Resolution
-    safety: m.Safety | None
-    label: str  # the resolved name, for messages: 川乌 (生川乌)
+    facts: Facts
+
+    @property
+    def res(self) -> Resolution:
+        return self.facts.res
+
+    @property
+    def safety(self) -> m.Safety | None:
+        return self.facts.safety
+
+    @property
+    def label(self) -> str:  # the resolved name, for messages: 川乌（生川乌）
+        r = self.facts.res
+        return (r.name or self.item.herb) + (f"（{r.form}）" if r.form and r.form != r.name else "")
 
 
 @dataclass
@@ -117,6 +157,9 @@ CHECKS: Registry[Check] = Registry("check kind")
 # ---- the per-knowledge-base plan: rule membership indexed by herb ---------------------------------------
 class Plan:
     def __init__(self, kb: kbmod.KnowledgeBase):
+        self.kb = kb
+        self._facts: dict[str, Facts] = {}
+        self.checks: tuple[tuple[Check, frozenset[str] | None], ...] = ()
         self.pairs: dict[str, list[tuple[m.Rule, str, m.Member]]] = defaultdict(list)
         self.members: dict[str, dict[str, list[tuple[m.Rule, m.Member]]]] = defaultdict(lambda: defaultdict(list))
         self.duration: list[m.Rule] = []
@@ -130,6 +173,63 @@ class Plan:
             else:
                 for mem in rule.members:
                     self.members[rule.kind][mem.herb_id].append((rule, mem))
+
+
+    def facts(self, name: str) -> Facts:
+        hit = self._facts.get(name)
+        if hit is not None:
+            return hit
+        kb = self.kb
+        r = kb.resolve_herb(name)
+        if not r.resolved or r.id is None:
+            f = Facts(r, None, None, (), {}, {}, frozenset({"unresolved"}))
+        else:
+            form = kb.forms[r.form_id] if r.form_id else None
+            own = form.own_fields if form else frozenset()
+            f = Facts(
+                res=r,
+                safety=kb.safety(r.id, r.form_id),
+                source=form.source if form else kb.herbs[r.id].source,
+                pairs=tuple((rule, side) for rule, side, mem in self.pairs.get(r.id, ()) if matches(mem, r)),
+                members={kind: rules for kind, by in self.members.items()
+                         if (rules := tuple(rule for rule, mem in by.get(r.id, ()) if matches(mem, r)))},
+                fact_id={fld: (r.form_id if fld in own else r.id) for fld in ("pregnancy", "dose_g", "preparation")},
+            )  # fmt: skip
+            f = replace(f, triggers=_triggers(f))
+        if len(self._facts) < 100_000:
+            self._facts[name] = f
+        return f
+
+
+def _triggers(f: Facts) -> frozenset[str]:
+    t = {"resolved"}
+    sf = f.safety
+    if f.pairs:
+        t.add("pair")
+    if f.members:
+        t.add("member")
+    if sf is not None:
+        for name, present in (("pregnancy", sf.pregnancy), ("dose", sf.dose_g), ("preparation", sf.preparation),
+                              ("toxicity", sf.toxicity), ("internal_use", sf.internal_use != "allowed")):  # fmt: skip
+            if present:
+                t.add(name)
+    return frozenset(t)
+
+
+# A check kind runs only when one of its triggers is present in the prescription (a fast path: most items of
+# most prescriptions can find nothing for most kinds). Kinds not listed here always run.
+TRIGGERS: dict[str, frozenset[str]] = {
+    "unresolved": frozenset({"unresolved"}),
+    "incompatibility": frozenset({"pair"}),
+    "antagonism": frozenset({"pair"}),
+    "pregnancy": frozenset({"pregnancy"}),
+    "dose": frozenset({"dose"}),
+    "toxic": frozenset({"member", "internal_use"}),
+    "duplicate": frozenset({"duplicate"}),
+    "preparation": frozenset({"preparation"}),
+    "duration": frozenset({"days", "member"}),
+    "population": frozenset({"toxicity"}),
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,27 +250,28 @@ def review(prescription: Prescription | dict[str, Any], kb: kbmod.KnowledgeBase 
     """Review one prescription (a ``Prescription`` or its JSON object). Pure and thread-safe."""
     rx = prescription if isinstance(prescription, Prescription) else parse(prescription)
     base = kb if kb is not None else kbmod.default()
-    lines = []
-    resolution = []
-    for it in rx.items:
-        r = base.resolve_herb(it.herb)
-        safety = base.safety(r.id, r.form_id) if r.resolved and r.id else None
-        label = (r.name or it.herb) + (f"（{r.form}）" if r.form and r.form != r.name else "")
-        lines.append(Line(it, r, safety, label))
-        row: dict[str, Any] = {
-            "item": it.index, "input": it.herb, "resolved": r.resolved, "herb_id": r.id, "name": r.name,
-            "form": r.form, "form_id": r.form_id, "dose_g": it.dose_g,
-        }  # fmt: skip
-        if not r.resolved:
-            row["candidates"] = list(r.candidates)
-        resolution.append(row)
-    ctx = Context(rx, base, plan_for(base), lines)
+    plan = plan_for(base)
+    if len(plan.checks) != len(CHECKS):  # first use, or a check kind registered after the plan was made
+        plan.checks = tuple((CHECKS.get(n), TRIGGERS.get(n)) for n in CHECKS)
+    facts = plan.facts
+    lines = [Line(it, facts(it.herb)) for it in rx.items]
+    present: set[str] = set()
+    for ln in lines:
+        present |= ln.facts.triggers
+    ids = [ln.facts.res.id for ln in lines if ln.facts.res.id]
+    if len(set(ids)) != len(ids):
+        present.add("duplicate")
+    if rx.days is not None:
+        present.add("days")
+    ctx = Context(rx, base, plan, lines)
     findings: list[Finding] = []
-    for name in CHECKS:
-        findings += CHECKS.get(name)(ctx)
-    findings.sort(key=lambda f: (-f.severity.rank, f.items[:1] or (1 << 30,), f.rule_id))
+    for check, triggers in plan.checks:
+        if triggers is None or not triggers.isdisjoint(present):
+            findings += check(ctx)
+    if len(findings) > 1:
+        findings.sort(key=lambda f: (-f.severity.rank, f.items[:1] or (1 << 30,), f.rule_id))
     return Review(
-        findings=tuple(findings), resolution=tuple(resolution), kb_version=str(base.version),
+        findings=tuple(findings), lines=tuple(lines), kb_version=str(base.version),
         ruleset_version=base.ruleset_version, prescription_id=rx.id,
     )  # fmt: skip
 
@@ -184,7 +285,7 @@ def _fmt(x: float) -> str:
 def check_unresolved(ctx: Context) -> list[Finding]:
     out = []
     for ln in ctx.lines:
-        if ln.res.resolved:
+        if ln.facts.res.resolved:
             continue
         cands = "、".join(ln.res.candidates) or "无"
         why = f"（{ln.res.note}）" if ln.res.note else ""
@@ -205,12 +306,12 @@ def _pair_check(kind: str) -> Check:
         hits: dict[str, dict[str, set[int]]] = {}
         rules: dict[str, m.Rule] = {}
         for ln in ctx.lines:
-            if not ln.res.resolved or ln.res.id is None:
-                continue
-            for rule, side, mem in ctx.plan.pairs.get(ln.res.id, ()):
-                if rule.kind == kind and matches(mem, ln.res):
+            for rule, side in ln.facts.pairs:
+                if rule.kind == kind:
                     hits.setdefault(rule.id, {"a": set(), "b": set()})[side].add(ln.item.index)
                     rules[rule.id] = rule
+        if not hits:
+            return []
         out = []
         for rid, sides in hits.items():
             if not sides["a"] or not sides["b"]:
@@ -252,11 +353,12 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
         return []
     out = []
     for ln in ctx.lines:
-        cls = ln.safety.pregnancy if ln.safety else None
+        safety = ln.facts.safety
+        cls = safety.pregnancy if safety is not None else None
         if cls is None:
             continue
-        src = _fact_source(ctx.kb, ln.res)
-        rid = f"pregnancy.{ln.res.form_id if _own(ctx.kb, ln.res, 'pregnancy') else ln.res.id}"
+        src = ln.facts.source
+        rid = f"pregnancy.{ln.facts.fact_id['pregnancy']}"
         if p.pregnant:
             out.append(
                 Finding(
@@ -284,27 +386,20 @@ def _preg_en(cls: str) -> str:
     return {"禁用": "forbidden", "忌用": "to be avoided", "慎用": "to be used with caution"}[cls]
 
 
-def _own(kb: kbmod.KnowledgeBase, res: Resolution, fieldname: str) -> bool:
-    return bool(res.form_id) and fieldname in kb.forms[res.form_id].own_fields
-
-
-def _fact_source(kb: kbmod.KnowledgeBase, res: Resolution) -> m.SourceRef | None:
-    if not res.id:
-        return None
-    return kb.forms[res.form_id].source if res.form_id else kb.herbs[res.id].source
-
-
 @CHECKS.register("dose")
 def check_dose(ctx: Context) -> list[Finding]:
     out = []
     for ln in ctx.lines:
-        if ln.safety is None or ln.safety.dose_g is None or ln.item.dose_g is None:
-            continue
-        lo, hi = ln.safety.dose_g
         d = ln.item.dose_g
-        rid = f"dose.{ln.res.form_id if _own(ctx.kb, ln.res, 'dose_g') else ln.res.id}"
+        safety = ln.facts.safety
+        if d is None or safety is None or safety.dose_g is None:
+            continue
+        lo, hi = safety.dose_g
+        if lo - 1e-9 <= d <= hi + 1e-9:
+            continue
+        rid = f"dose.{ln.facts.fact_id['dose_g']}"
         rng = f"{_fmt(lo)}–{_fmt(hi)} g"
-        common = {"rule_id": rid, "kind": "dose", "herbs": (ln.item.herb,), "source": _fact_source(ctx.kb, ln.res),
+        common = {"rule_id": rid, "kind": "dose", "herbs": (ln.item.herb,), "source": ln.facts.source,
                   "items": (ln.item.index,), "detail": {"dose_g": d, "range_g": [lo, hi], "toxicity": ln.safety.toxicity}}
         set_dose = {"label": f"{ln.item.herb} 调整为 {_fmt(hi)} g / set {ln.item.herb} to {_fmt(hi)} g",
                     "action": "set_dose", "item": ln.item.index, "dose_g": hi}  # fmt: skip
@@ -336,11 +431,10 @@ def check_toxic(ctx: Context) -> list[Finding]:
     out = []
     banned_items: set[int] = set()
     for kind in ("banned", "controlled"):
-        by_herb = ctx.plan.members.get(kind, {})
         for ln in ctx.lines:
-            for rule, mem in by_herb.get(ln.res.id or "", ()):
-                if not matches(mem, ln.res):
-                    continue
+            if not ln.facts.members:
+                continue
+            for rule in ln.facts.members.get(kind, ()):
                 detail: dict[str, Any] = {"rule_kind": kind}
                 sev = rule.severity
                 msg_zh, msg_en = f"{ln.item.herb}：{rule.message_zh}", f"{ln.item.herb}: {rule.message_en}"
@@ -365,12 +459,11 @@ def check_toxic(ctx: Context) -> list[Finding]:
                     )  # fmt: skip
                 )
     for ln in ctx.lines:
-        if ln.safety is None or ln.item.index in banned_items:
+        safety = ln.facts.safety
+        if safety is None or safety.internal_use == "allowed" or ln.item.index in banned_items:
             continue
-        use = ln.safety.internal_use
-        if use == "allowed":
-            continue
-        src = _fact_source(ctx.kb, ln.res)
+        use = safety.internal_use
+        src = ln.facts.source
         rid = f"internal_use.{ln.res.form_id or ln.res.id}"
         remove = ({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove", "item": ln.item.index},)
         if use == "processed_only":
@@ -402,6 +495,9 @@ def check_toxic(ctx: Context) -> list[Finding]:
 
 @CHECKS.register("duplicate")
 def check_duplicate(ctx: Context) -> list[Finding]:
+    ids = [ln.facts.res.id for ln in ctx.lines if ln.facts.res.id]
+    if len(set(ids)) == len(ids):
+        return []
     groups: dict[str, list[Line]] = defaultdict(list)
     for ln in ctx.lines:
         if ln.res.resolved and ln.res.id:
@@ -432,13 +528,14 @@ def check_duplicate(ctx: Context) -> list[Finding]:
 def check_preparation(ctx: Context) -> list[Finding]:
     out = []
     for ln in ctx.lines:
-        need = ln.safety.preparation if ln.safety else None
+        safety = ln.facts.safety
+        need = safety.preparation if safety is not None else None
         if not need:
             continue
         stated = ln.item.preparation or ""
         if need in stated:
             continue
-        rid = f"preparation.{ln.res.form_id if _own(ctx.kb, ln.res, 'preparation') else ln.res.id}"
+        rid = f"preparation.{ln.facts.fact_id['preparation']}"
         if need == "入丸散":
             zh, en, sev = f"{ln.item.herb}：宜入丸散，不入煎剂", f"{ln.item.herb}: for pills and powders, not decocted", m.Severity.WARNING
         else:
@@ -446,7 +543,7 @@ def check_preparation(ctx: Context) -> list[Finding]:
         out.append(
             Finding(
                 rule_id=rid, kind="preparation", severity=sev, herbs=(ln.item.herb,), message_zh=zh, message_en=en,
-                source=_fact_source(ctx.kb, ln.res), items=(ln.item.index,), detail={"required": need, "stated": stated or None},
+                source=ln.facts.source, items=(ln.item.index,), detail={"required": need, "stated": stated or None},
             )  # fmt: skip
         )
     return out
@@ -467,9 +564,7 @@ def check_duration(ctx: Context) -> list[Finding]:
                     )  # fmt: skip
                 )
     for ln in ctx.lines:
-        for rule, mem in ctx.plan.members.get("herb_duration", {}).get(ln.res.id or "", ()):
-            if not matches(mem, ln.res):
-                continue
+        for rule in ln.facts.members.get("herb_duration", ()):
             too_long = days is not None and days > int(rule.params["max_days"])  # type: ignore[call-overload]
             alone = bool(rule.params.get("not_alone")) and len(ctx.lines) == 1
             if too_long or alone:

@@ -1,0 +1,239 @@
+"""Benchmarks (`make bench`): numbers and ratios against a baseline measured in the same run.
+
+    knowledge base   cold load + graph build of the shipped content, in a fresh process; the same for a
+                     synthetic 10x copy of it (every entry replicated under new names, references kept)
+    name resolution  lookups/s single-threaded on a mixed list (exact, alias, processed, traditional, regional,
+                     unknown), uncached and with the memo warm
+    safety review    reviews/s in-process for a typical 12-herb prescription, beside a plain dictionary-lookup
+                     loop doing the same number of lookups; a 1,000-prescription batch through the `tcm` CLI
+
+Results print as a table and are written to ``artifacts/bench/bench.json``. Timings are medians of repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "artifacts" / "bench"
+SUFFIXES = "甲乙丙丁戊己庚辛壬癸"
+
+
+def _median_time(fn: Callable[[], Any], repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cold_load(data_dir: Path, repeats: int = 3) -> float:
+    code = (
+        "import time,sys; t=time.perf_counter(); import kb; b=kb.load(sys.argv[1]); b.graph; "
+        "print(time.perf_counter()-t)"
+    )
+    times = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code, str(data_dir)], capture_output=True, text=True, check=True)
+        times.append(float(out.stdout.strip()))
+    return statistics.median(times)
+
+
+# ---- a synthetic 10x knowledge base --------------------------------------------------------------------
+def _rename(obj: Any, suffix: str, keys: set[str]) -> Any:
+    """Append ``suffix`` to every name-like string (ids get an ASCII suffix)."""
+    if isinstance(obj, list):
+        return [_rename(x, suffix, keys) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for k, v in obj.items():
+        if k == "id" and isinstance(v, str):
+            out[k] = f"{v}-x{SUFFIXES.index(suffix)}"
+        elif k in keys and isinstance(v, str):
+            out[k] = v + suffix
+        elif k in keys and isinstance(v, list) and all(isinstance(x, str) for x in v):
+            out[k] = [x + suffix for x in v]
+        else:
+            out[k] = _rename(v, suffix, keys)
+    return out
+
+
+NAME_KEYS = {
+    "name", "aliases", "synonyms", "herb", "remove", "formulas", "key_symptoms", "secondary_symptoms", "tongue",
+    "pulse", "contra_symptoms", "when", "a", "b", "members", "unlike", "opposite", "broader",
+}  # fmt: skip
+
+
+def synthetic_copy(src: Path, dst: Path, factor: int = 10) -> dict[str, int]:
+    """Write a knowledge base ``factor`` times the size of ``src`` into ``dst``."""
+    from kb.loader import content_files, kind_of, read_yaml
+
+    counts: dict[str, int] = {}
+    for path in content_files(src):
+        rel = path.relative_to(src)
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        kind = kind_of(path)
+        data = read_yaml(path)
+        if kind in ("sources", "release"):
+            out: Any = data
+        elif kind == "rules":
+            out = {"ruleset": data["ruleset"], "rules": []}
+            for k in range(factor):
+                out["rules"] += [_rename(r, SUFFIXES[k], NAME_KEYS) if k else r for r in data["rules"]]
+        else:
+            out = []
+            for k in range(factor):
+                out += [_rename(e, SUFFIXES[k], NAME_KEYS) if k else e for e in data or []]
+            counts[kind] = counts.get(kind, 0) + len(out)
+        target.write_text(yaml.safe_dump(out, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return counts
+
+
+# ---- name resolution -------------------------------------------------------------------------------------
+def mixed_names(base: Any, n: int = 20_000) -> list[str]:
+    from kb.normalize import t2s_table
+
+    rev = {v: chr(k) for k, v in t2s_table().items()}  # simplified -> one traditional form
+    pool: list[str] = []
+    for h in base.herbs.values():
+        pool.append(h.name)
+        pool += list(h.aliases[:1])
+        pool.append("炒" + h.name)  # processed, often derived
+        pool.append("".join(rev.get(ch, ch) for ch in h.name))  # traditional
+        pool.append(" " + h.name + " ")  # stray whitespace
+    for f in base.forms.values():
+        pool.append(f.name)
+    pool += ["怀山药", "杭白芍", "川黄连", "不存在的药", "甘早", "广防己"]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def bench_names(base: Any) -> dict[str, Any]:
+    from kb.names import NameIndex
+
+    names = mixed_names(base)
+    idx: NameIndex = base.names
+
+    def uncached() -> None:
+        for s in names:
+            idx._lookup(s, "herb")
+
+    def cached() -> None:
+        for s in names:
+            idx.lookup(s, "herb")
+
+    cached()  # warm the memo
+    t_un = _median_time(uncached, 3)
+    t_ca = _median_time(cached, 5)
+    unresolved = sum(1 for s in set(names) if not idx.lookup(s, "herb").resolved)
+    return {
+        "lookups": len(names), "distinct": len(set(names)), "unresolved_distinct": unresolved,
+        "uncached_per_s": len(names) / t_un, "cached_per_s": len(names) / t_ca,
+    }  # fmt: skip
+
+
+# ---- safety review ---------------------------------------------------------------------------------------
+TYPICAL = [("黄芪", "30g"), ("党参", "15g"), ("炒白术", "12g"), ("茯苓", "15g"), ("当归", "10g"), ("川芎", "9g"),
+           ("白芍", "12g"), ("熟地黄", "15g"), ("陈皮", "6g"), ("法半夏", "9g"), ("大枣", "3枚"), ("炙甘草", "6g")]  # fmt: skip
+
+
+def typical_rx() -> dict[str, Any]:
+    return {"patient": {"pregnant": False, "sex": "female", "age_years": 45},
+            "items": [{"herb": h, "dose": d} for h, d in TYPICAL], "days": 7, "setting": "outpatient"}  # fmt: skip
+
+
+def bench_review(base: Any, n: int = 5000) -> dict[str, Any]:
+    from cds import parse, review
+
+    rx = typical_rx()
+    parsed = parse(rx)
+    review(parsed, base)
+
+    def run_reviews() -> None:
+        for _ in range(n):
+            review(rx, base)
+
+    table = {h: i for i, (h, _) in enumerate(TYPICAL)}
+    keys = [h for h, _ in TYPICAL]
+
+    def run_dict() -> None:  # the machine's baseline: the same number of plain dict lookups per "review"
+        for _ in range(n):
+            for k in keys:
+                table.get(k)
+
+    t_rev = _median_time(run_reviews, 3)
+    t_dict = _median_time(run_dict, 3)
+    findings = review(rx, base).summary
+    return {
+        "reviews": n, "herbs_per_review": len(TYPICAL), "reviews_per_s": n / t_rev,
+        "dict_lookup_loops_per_s": n / t_dict, "review_cost_vs_dict_loop": t_rev / t_dict, "findings": findings,
+    }  # fmt: skip
+
+
+def bench_cli_batch(n: int = 1000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "batch.jsonl"
+        path.write_text("".join(json.dumps(typical_rx(), ensure_ascii=False) + "\n" for _ in range(n)), encoding="utf-8")
+        tcm = str(Path(sys.executable).with_name("tcm"))
+        t = time.perf_counter()
+        out = subprocess.run([tcm, "check", str(path), "--json"], capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t
+        lines = sum(1 for ln in out.stdout.splitlines() if ln.strip())
+        t = time.perf_counter()
+        subprocess.run([tcm, "kb", "stats", "--json"], capture_output=True, text=True, check=True)
+        startup = time.perf_counter() - t
+    return {"prescriptions": n, "answered": lines, "wall_s": wall, "per_s": n / wall, "cli_startup_s": startup}
+
+
+def main() -> int:
+    import kb
+
+    results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    data_dir = kb.base.default_data_dir()
+    base = kb.load(data_dir)
+    results["kb_version"] = str(base.version)
+    results["kb_counts"] = base.stats()["counts"]
+    results["kb_cold_load_s"] = cold_load(data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "kb10x"
+        synthetic_copy(data_dir, big, 10)
+        results["kb10x_counts"] = kb.load(big).stats()["counts"]
+        results["kb10x_cold_load_s"] = cold_load(big)
+    results["names"] = bench_names(base)
+    results["review"] = bench_review(base)
+    results["cli_batch"] = bench_cli_batch()
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    n, r, c = results["names"], results["review"], results["cli_batch"]
+    rows = [
+        ("knowledge base cold load + graph", f"{results['kb_cold_load_s']:.3f} s", "target < 1 s"),
+        ("synthetic 10x cold load + graph", f"{results['kb10x_cold_load_s']:.3f} s", "target < 3 s"),
+        ("name resolution, uncached", f"{n['uncached_per_s']:,.0f} lookups/s", "target ≥ 100,000/s"),
+        ("name resolution, memo warm", f"{n['cached_per_s']:,.0f} lookups/s", ""),
+        ("safety review, 12 herbs, in-process", f"{r['reviews_per_s']:,.0f} reviews/s", "target ≥ 20,000/s"),
+        ("dict-lookup loop, same lookups", f"{r['dict_lookup_loops_per_s']:,.0f} loops/s",
+         f"review costs {r['review_cost_vs_dict_loop']:.0f}x the loop"),
+        ("CLI batch of 1,000 (incl. start-up)", f"{c['per_s']:,.0f} reviews/s", f"start-up {c['cli_startup_s']:.2f} s"),
+    ]  # fmt: skip
+    print(f"knowledge base {results['kb_version']}: {results['kb_counts']}")
+    for name, value, note in rows:
+        print(f"{name:<40} {value:>22}   {note}")
+    print(f"written to {OUT / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
