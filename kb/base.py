@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SAFETY_FIELDS = ("dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions")
+DISCIPLINE_ORDER = {d.value: i for i, d in enumerate(s.Discipline)}
 FINDING_FIELDS = ("key_symptoms", "secondary_symptoms", "tongue", "pulse", "contra_symptoms")
 
 
@@ -98,12 +99,20 @@ class KnowledgeBase:
         for f in c.formulas:
             self._build_formula(f)
         syndrome_entries: list[tuple[s.Disease, s.Syndrome]] = []
+        seen_names: dict[tuple[str, str], str] = {}
         for d in c.diseases:
             if d.id in self.diseases:
                 self._problem(d, "id", f"duplicate disease id {d.id!r}")
-            self._index(d, "name", d.name, Target("disease", d.id))
+            # one name may name a disease in several disciplines (感冒 in 内科 and 儿科), never twice in one
+            key = (d.discipline.value, d.name)
+            if key in seen_names:
+                self._problem(d, "name", f"{d.discipline.value} already has a disease named {d.name!r} ({seen_names[key]})")
+            seen_names[key] = d.id
+            t = Target("disease", d.id)
+            self.names.add(d.name, t)
+            self.names.add(f"{d.discipline.value}·{d.name}", t, d.name)
             for a in d.aliases:
-                self._index(d, "aliases", a, Target("disease", d.id), d.name)
+                self.names.add(a, t, d.name)
             self.diseases[d.id] = m.Disease(
                 id=d.id, name=d.name, aliases=tuple(d.aliases), discipline=d.discipline.value,
                 codes=_codes(d.codes), western=tuple(d.western), syndrome_ids=tuple(x.id for x in d.syndromes),
@@ -334,6 +343,12 @@ class KnowledgeBase:
 
     def resolve_herb(self, name: str) -> Resolution:
         return self.names.lookup(name, "herb")
+
+    def rank(self, target: Target) -> int:
+        """Order among entries sharing a name: diseases by discipline (内科 first), others as written."""
+        if target.kind == "disease":
+            return DISCIPLINE_ORDER.get(self.diseases[target.id].discipline, 99)
+        return 0
 
     def display_name(self, kind: str, ident: str) -> str:
         table: dict[str, Any] = {

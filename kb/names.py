@@ -130,7 +130,7 @@ class NameIndex:
         for t in existing:
             if t == target:
                 return None
-            if t.kind == target.kind and target.kind in ("herb", "symptom", "formula", "disease"):
+            if t.kind == target.kind and target.kind in ("herb", "symptom", "formula"):
                 clash = f"name {name!r} names two {target.kind} entries: {_tid(t)} and {_tid(target)}"
         existing.append(target)
         kind_chars = self._char_index[target.kind]
@@ -191,7 +191,7 @@ class NameIndex:
 
     def _make(self, text: str, targets: list[Target], how: str) -> Resolution:
         order = {"herb": 0, "formula": 1, "syndrome": 2, "symptom": 3, "disease": 4}
-        targets = sorted(targets, key=lambda t: order.get(t.kind, 9))
+        targets = sorted(targets, key=lambda t: (order.get(t.kind, 9), self._kb.rank(t)))
         t = targets[0]
         name = self._kb.display_name(t.kind, t.id)
         form = form_name = None
