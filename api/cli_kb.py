@@ -49,6 +49,11 @@ def register(sub: Any) -> None:
     s.add_argument("--json", action="store_true", help="SPARQL 1.1 JSON results")
     s.set_defaults(func=cmd_query)
 
+    s = kb_sub.add_parser("coverage", help="coverage of herb, symptom and formula names against the shared data")
+    s.add_argument("--data", type=Path, metavar="DIR", help="the shared data directory (default: $TCM_DATA_DIR or ../shared/data)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_coverage)
+
     s = kb_sub.add_parser("graph", help="graph queries: formulas of a herb, syndromes of a disease, paths")
     s.add_argument("what", choices=["formulas-of-herb", "formulas-of-syndrome", "syndromes-of-disease",
                                     "symptoms-of-syndrome", "paths"])  # fmt: skip
@@ -286,4 +291,25 @@ def cmd_graph(args: argparse.Namespace) -> int:
     else:
         out = graph.explanation_paths(base, args.name, formula=args.formula, herb=args.herb)
     emit(out)
+    return 0
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from api.cli import emit
+    from eval.coverage import coverage
+
+    rep = coverage(_kb(), args.data)
+    if args.json:
+        emit(rep)
+        return 0
+    h, sy, fo = rep["herbs"], rep["symptoms"]["tcm-pd"], rep["formulas"]
+    print(f"knowledge base {rep['kb_version']} against {rep['data']}")
+    for name in ("tcm-pd", "smgcn"):
+        print(f"  herbs {name:<9} {h[name]['resolved']}/{h[name]['total']} = {h[name]['coverage']:.1%}")
+    c = h["tcm-cases"]
+    print(f"  herb mentions in tcm-cases  {c['resolved_mentions']}/{c['mentions']} = {c['coverage']:.1%}"
+          f"  (distinct names {c['resolved_distinct']}/{c['distinct']})")
+    print(f"  symptoms tcm-pd  {sy['resolved']}/{sy['total']} = {sy['coverage']:.1%}")
+    if fo["compared"]:
+        print(f"  formulas: {fo['agree']}/{fo['compared']} compositions agree = {fo['agreement']:.1%}")
     return 0

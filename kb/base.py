@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kb import model as m
 from kb import schema as s
 from kb.errors import ContentError, UnknownEntityError
-from kb.loader import DEFAULT_DATA_DIR, Content, content_files, load_content
+from kb.loader import DEFAULT_DATA_DIR, Content, content_files, load_content, origin_map
 from kb.names import NameIndex, Resolution, Target
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class KnowledgeBase:
         self.rulesets: dict[str, m.RuleSet] = {}
         self.warnings: list[str] = []
         self.names = NameIndex(self)
+        self._origin = origin_map(content)
         self._problems: list[str] = list(content.problems)
         self._build()
         if self._problems:
@@ -66,7 +67,7 @@ class KnowledgeBase:
 
     # ---- building ------------------------------------------------------------------------------------
     def _where(self, entry: Any) -> str:
-        return self.content.origin.get(id(entry), "?")
+        return self._origin.get(id(entry), "?")
 
     def _problem(self, entry: Any, field: str, message: str) -> None:
         self._problems.append(f"{self._where(entry)}: field {field}: {message}")
@@ -447,6 +448,17 @@ class KnowledgeBase:
             "warnings": len(self.warnings),
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_graph"] = None
+        del state["_graph_lock"], state["_origin"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._graph_lock = threading.Lock()
+        self._origin = origin_map(self.content)
+
     @property
     def graph(self) -> nx.MultiDiGraph:
         """The networkx graph of the content, built on first use."""
@@ -491,11 +503,57 @@ def default_data_dir() -> Path:
     return Path(env) if env else DEFAULT_DATA_DIR
 
 
-def load(data_dir: Path | str | None = None) -> KnowledgeBase:
-    """Load and validate a knowledge base (default: the built-in one, or ``$TCM_KB_DIR``)."""
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("TCM_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tcm-cds"
+
+
+def load(data_dir: Path | str | None = None, *, cache: bool = True) -> KnowledgeBase:
+    """Load and validate a knowledge base (default: the built-in one, or ``$TCM_KB_DIR``).
+
+    A valid knowledge base is compiled once and kept as a pickle in ``cache_dir()`` (``$TCM_CACHE_DIR``), keyed
+    by the hash of its content files and of the code that builds it, so a later load of the same content skips
+    YAML parsing and validation; any change to either rebuilds it. ``cache=False`` always builds.
+    ``TCM_KB_CACHE=0`` turns the cache off.
+    """
+    import pickle
+
     path = Path(data_dir) if data_dir is not None else default_data_dir()
+    if not path.is_dir():
+        raise ContentError(f"{path}: knowledge-base directory not found")
+    digest = content_hash(path)
+    cache = cache and os.environ.get("TCM_KB_CACHE", "1") != "0"
+    cached = cache_dir() / f"kb-{digest}-{_code_hash()}.pickle"
+    if cache and cached.is_file():
+        try:
+            with cached.open("rb") as fh:
+                base = pickle.load(fh)
+            if isinstance(base, KnowledgeBase) and base.version.content_hash == digest:
+                base.data_dir = path
+                return base
+        except Exception:  # a stale, partial or foreign cache file is rebuilt
+            logger.info("ignoring unreadable knowledge-base cache %s", cached.name)
     content = load_content(path, keep_going=True)
-    return KnowledgeBase(content, path, content_hash(path))
+    base = KnowledgeBase(content, path, digest)
+    if cache:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("wb") as fh:
+                pickle.dump(base, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(cached)
+        except OSError as exc:
+            logger.info("knowledge-base cache not written: %s", exc)
+    return base
 
 
 @functools.lru_cache(maxsize=4)

@@ -51,7 +51,7 @@ class Content:
     release: Release | None = None
     rulefiles: list[RuleFile] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> kind, for provenance
-    origin: dict[int, str] = field(default_factory=dict)  # id(entry) -> "file entry #n"
+    labels: list[tuple[Any, str]] = field(default_factory=list)  # (entry, "file entry #n (name, id=…)")
     problems: list[str] = field(default_factory=list)  # entries left out because they are invalid
 
 
@@ -161,6 +161,11 @@ def content_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in data_dir.rglob("*.yaml") if not p.name.startswith("."))
 
 
+def origin_map(content: Content) -> dict[int, str]:
+    """id(entry) -> where it was written; rebuilt on demand because object ids do not survive pickling."""
+    return {id(entry): where for entry, where in content.labels}
+
+
 def _id_label(entry: BaseModel) -> str | None:
     ident = getattr(entry, "id", None)
     return f"id={ident}" if ident else None
@@ -189,7 +194,7 @@ def load_content(data_dir: Path | str = DEFAULT_DATA_DIR, *, keep_going: bool = 
         content.files[rel] = kind
         for i, entry in enumerate(entries):
             label = ", ".join(str(x) for x in (getattr(entry, "name", None), _id_label(entry)) if x)
-            content.origin[id(entry)] = f"{rel} entry #{i + 1}" + (f" ({label})" if label else "")
+            content.labels.append((entry, f"{rel} entry #{i + 1}" + (f" ({label})" if label else "")))
         if kind == "sources":
             content.sources += entries  # type: ignore[arg-type]
         elif kind == "rules":

@@ -116,7 +116,7 @@ class NameIndex:
         self.index: dict[str, list[Target]] = defaultdict(list)
         self.distinct: dict[str, str] = {}  # normalised name -> why it is not what it looks like
         self._memo: dict[tuple[str, str | None], Resolution] = {}
-        self._char_index: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._char_index: dict[str, dict[str, set[str]]] = defaultdict(_char_bucket)
         self._display: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> display name
 
     # ---- building ------------------------------------------------------------------------------------
@@ -331,6 +331,10 @@ class NameIndex:
             if len(out) >= limit:
                 break
         return tuple(out)
+
+
+def _char_bucket() -> defaultdict[str, set[str]]:
+    return defaultdict(set)
 
 
 def _tid(t: Target) -> str:

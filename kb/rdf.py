@@ -28,6 +28,7 @@ from rdflib.namespace import PROV, SKOS
 
 from kb import schema as s
 from kb.errors import ContentError, QueryError, RDFError
+from kb.loader import origin_map
 
 if TYPE_CHECKING:
     from kb.base import KnowledgeBase
@@ -209,7 +210,7 @@ class _Exporter:
             for field in type(src).model_fields:
                 if field in src.model_fields_set:
                     self.field(si, field if field != "work" else "work", getattr(src, field))
-        origin = c.origin
+        origin = origin_map(c)
         for folder, (model_cls, cls, seg) in TOP_LEVEL.items():
             for entry in getattr(c, folder):
                 iri = KBN[f"{seg}/{entry.id}"] if hasattr(entry, "id") else KBN[f"{seg}/{entry.name}"]
@@ -226,7 +227,7 @@ class _Exporter:
             for field in type(rf.ruleset).model_fields:
                 if field in rf.ruleset.model_fields_set:
                     self.field(rs, field, getattr(rf.ruleset, field))
-            g.add((rs, TCM.contentFile, Literal(c.origin.get(id(rf), f"rules/{n}").split(" entry #")[0])))
+            g.add((rs, TCM.contentFile, Literal(origin.get(id(rf), f"rules/{n}").split(" entry #")[0])))
             for i, rule in enumerate(rf.rules):
                 ri = KBN[f"rule/{rule.id}"]
                 g.add((rs, TCM.rule, ri))

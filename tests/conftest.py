@@ -17,6 +17,18 @@ import pytest
 import kb
 
 FIXTURE_KB = Path(__file__).parent / "fixtures" / "kb"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Compiled knowledge bases go to a per-session folder, never the user's cache."""
+    old = os.environ.get("TCM_CACHE_DIR")
+    os.environ["TCM_CACHE_DIR"] = str(tmp_path_factory.mktemp("tcm-cache"))
+    yield
+    if old is None:
+        os.environ.pop("TCM_CACHE_DIR", None)
+    else:
+        os.environ["TCM_CACHE_DIR"] = old
 SHARED_DATA = Path(os.environ.get("TCM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
