@@ -1,0 +1,49 @@
+"""``tcm differentiate PATH`` and ``tcm suggest PATH``: the same .json / .jsonl / - conventions as ``tcm check``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    for verb, helptext in (
+        ("differentiate", "rank syndromes (辨证) for findings (.json, .jsonl or - for standard input)"),
+        ("suggest", "differentiate, then suggest safe formulas with doses and modifications"),
+    ):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("path", metavar="PATH", help="a .json file (one request), a .jsonl file (one a line), or -")
+        p.add_argument("--json", action="store_true", help="print JSON answers (one per line in .jsonl mode)")
+        p.set_defaults(func=cmd_clinical, verb=verb)
+
+
+def cmd_clinical(args: argparse.Namespace) -> int:
+    import kb
+    from api.cli import emit
+    from api.cli_io import run_batch
+
+    base = kb.default()
+    if args.verb == "differentiate":
+        from cds.differentiate import differentiate as fn
+    else:
+        from cds.suggest import suggest as fn
+
+    run_batch(args.path, lambda req: fn(req, base), emit if args.json else _print_human)
+    return 0
+
+
+def _print_human(ans: dict[str, Any]) -> None:
+    if "error" in ans:
+        print(f"line {ans['line']}: ERROR {ans['error']}")
+        return
+    flag = "  (low confidence)" if ans.get("low_confidence") else ""
+    print("findings: " + "、".join(r["finding"] for r in ans["recognised"]) + flag)
+    for d in ans["differentials"]:
+        score = f"{d['score']:.2f}" if d.get("score") is not None else " -  "
+        print(f"  {score}  {d.get('disease') or '?'}·{d['name']}  {d.get('treatment_principle') or ''}")
+    for s in ans.get("suggestions", []):
+        if s.get("withheld"):
+            print(f"  {s['syndrome']}: withheld — {s.get('reason')}")
+            continue
+        herbs = " ".join(f"{p['herb']}{p['dose']}" for p in s["prescription"])
+        print(f"  {s['formula']['name']}: {herbs}")
