@@ -25,6 +25,7 @@ from cds.extract import Extraction, Term, diseases_mentioned, extract
 from cds.prescription import _patient
 from kb import model as m
 from kb.errors import InputError
+from kb.normalize import normalize
 
 ROLE_WEIGHT = {"key": 3.0, "tongue": 1.5, "pulse": 1.5, "secondary": 1.0}
 PARAMS_FILE = Path(__file__).resolve().parent / "params.json"
@@ -287,7 +288,7 @@ def _map_candidates(kb: kbmod.KnowledgeBase, f: Findings, scored: dict[str, Scor
         r = kb.resolve(cand, "syndrome")
         ids = [r.id, *(t.id for t in r.others if t.kind == "syndrome")] if r.resolved and r.id else []
         how = "name" if ids else ""
-        if not ids and r.candidates:  # closest match by name
+        if not ids and r.candidates and _similar(cand, r.candidates[0]) >= 0.6:  # closest match by name
             close = kb.resolve(r.candidates[0], "syndrome")
             if close.resolved and close.id:
                 ids = [close.id, *(t.id for t in close.others if t.kind == "syndrome")]
@@ -297,6 +298,12 @@ def _map_candidates(kb: kbmod.KnowledgeBase, f: Findings, scored: dict[str, Scor
         best = max(ids, key=lambda i: scored[i].logit) if ids else None
         out.append((cand, best, how or "no match"))
     return out
+
+
+def _similar(a: str, b: str) -> float:
+    """Character-set Dice similarity of two syndrome names, ignoring the trailing 证."""
+    x, y = set(normalize(a).rstrip("证")), set(normalize(b).rstrip("证"))
+    return 2 * len(x & y) / (len(x) + len(y)) if x and y else 0.0
 
 
 def differentiate(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Scorer | None = None,

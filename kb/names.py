@@ -283,6 +283,10 @@ class NameIndex:
         if len(named) == 1:
             return named[0]
         matching = [f for f in forms if not f.raw and any(w in f.processing for w in words)]
+        # a plain prefix never lands on a charred (炭), scorched (焦) or differently assisted form: 炒蒲黄 is not
+        # 蒲黄炭, 炒白术 is not 焦白术; only a prefix that says so does
+        other = {"炭", "焦", "麸", "土", "盐", "醋", "酒", "蜜", "姜", "砂"} - set(prefix) - set("".join(words))
+        matching = [f for f in matching if not (set(f.processing) & other)] if prefix in ("炒", "制", "炙") else matching
         return matching[0] if len(matching) == 1 else None
 
     def _symptom_variant(self, text: str, key: str) -> Resolution | None:

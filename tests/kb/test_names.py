@@ -56,6 +56,8 @@ def test_resolves(fixture_kb: kb.KnowledgeBase, text: str, name: str, form: str 
         ("木炭", (None, None)),  # a suffix on a non-herb
         ("黃連", (None, None)),  # traditional characters of a herb the fixture lacks
         ("甘", (None, None)),
+        ("炒蒲黄", ("蒲黄", "炒蒲黄")),  # plain stir-fried: a generic form, never the charred 蒲黄炭
+        ("蒲黄炭", ("蒲黄", "蒲黄炭")),
         ("", (None, None)),
     ],
 )
