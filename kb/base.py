@@ -53,6 +53,7 @@ class KnowledgeBase:
         self._origin = origin_map(content)
         self._problems: list[str] = list(content.problems)
         self._build()
+        self.names.freeze()
         if self._problems:
             raise ContentError(self._problems)
         release = content.release.name if content.release else "unreleased"
@@ -352,11 +353,14 @@ class KnowledgeBase:
         return 0
 
     def display_name(self, kind: str, ident: str) -> str:
-        table: dict[str, Any] = {
-            "herb": self.herbs, "formula": self.formulas, "syndrome": self.syndromes,
-            "disease": self.diseases, "symptom": self.symptoms,
+        return str(self._tables[kind][ident].name)
+
+    @property
+    def _tables(self) -> dict[str, dict[str, Any]]:
+        return {
+            "herb": self.herbs, "form": self.forms, "formula": self.formulas, "syndrome": self.syndromes,
+            "disease": self.diseases, "symptom": self.symptoms, "rule": self.rules,
         }  # fmt: skip
-        return str(table[kind][ident].name)
 
     def safety(self, herb_id: str, form_id: str | None = None) -> m.Safety:
         """The safety facts that apply: the form's own where it has them, else the herb's."""
@@ -377,10 +381,7 @@ class KnowledgeBase:
 
     def get(self, kind: str, key: str) -> Any:
         """An entry of ``kind`` by id or name; raises UnknownEntityError with candidates."""
-        table: dict[str, dict[str, Any]] = {
-            "herb": self.herbs, "form": self.forms, "formula": self.formulas, "syndrome": self.syndromes,
-            "disease": self.diseases, "symptom": self.symptoms, "rule": self.rules,
-        }  # fmt: skip
+        table = self._tables
         if kind not in table:
             raise UnknownEntityError("kind", kind, sorted(table))
         if key in table[kind]:

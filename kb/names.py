@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kb.normalize import normalize
 
@@ -72,8 +72,9 @@ class Target:
     form_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
+    """How one written name resolved. A NamedTuple: lookups build many of these, and it is cheap to make."""
+
     input: str
     resolved: bool
     kind: str | None = None
@@ -113,6 +114,7 @@ class NameIndex:
 
     def __init__(self, kb: Any):
         self._kb = kb
+        self._names: dict[str, dict[str, str]] = {}  # kind -> id -> display name, filled by freeze()
         self.index: dict[str, list[Target]] = defaultdict(list)
         self.distinct: dict[str, str] = {}  # normalised name -> why it is not what it looks like
         self._memo: dict[tuple[str, str | None], Resolution] = {}
@@ -139,6 +141,17 @@ class NameIndex:
         self._display[target.kind].setdefault(key, display or name)
         return clash
 
+    def freeze(self) -> None:
+        """Called once the knowledge base is built: caches display names for fast lookups."""
+        kb = self._kb
+        self._names = {
+            "herb": {k: v.name for k, v in kb.herbs.items()},
+            "formula": {k: v.name for k, v in kb.formulas.items()},
+            "syndrome": {k: v.name for k, v in kb.syndromes.items()},
+            "disease": {k: v.name for k, v in kb.diseases.items()},
+            "symptom": {k: v.name for k, v in kb.symptoms.items()},
+        }
+
     def add_distinct(self, name: str, reason: str) -> None:
         self.distinct[normalize(name)] = reason
 
@@ -154,6 +167,11 @@ class NameIndex:
         return res
 
     def _lookup(self, text: str, kind: str | None) -> Resolution:
+        raw = self.index.get(text) if isinstance(text, str) else None
+        if raw:  # written exactly as the knowledge base writes it: no normalisation needed
+            hits = raw if kind is None else [t for t in raw if t.kind == kind]
+            if hits:
+                return self._make(text, hits, "exact")
         key = normalize(text) if isinstance(text, str) else ""
         if not key:
             return Resolution(input=text, resolved=False, how="unresolved", note="empty name")
@@ -182,7 +200,7 @@ class NameIndex:
                     base = [t for t in self.index.get(key[: -len(suffix)], []) if t.kind == "formula"]
                     if base:
                         r = self._make(text, base, "variant")
-                        return _replace(r, note=f"{suffix}: the base formula, modified")
+                        return r._replace(note=f"{suffix}: the base formula, modified")
         kinds = [kind] if kind else ["herb", "formula", "syndrome", "symptom", "disease"]
         cands: list[str] = []
         for k in kinds:
@@ -190,10 +208,10 @@ class NameIndex:
         return Resolution(input=text, resolved=False, how="unresolved", candidates=tuple(cands[:8]))
 
     def _make(self, text: str, targets: list[Target], how: str) -> Resolution:
-        order = {"herb": 0, "formula": 1, "syndrome": 2, "symptom": 3, "disease": 4}
-        targets = sorted(targets, key=lambda t: (order.get(t.kind, 9), self._kb.rank(t)))
+        if len(targets) > 1:
+            targets = sorted(targets, key=lambda t: (_KIND_ORDER.get(t.kind, 9), self._kb.rank(t)))
         t = targets[0]
-        name = self._kb.display_name(t.kind, t.id)
+        name = self._names[t.kind][t.id] if t.kind in self._names else self._kb.display_name(t.kind, t.id)
         form = form_name = None
         processing = None
         raw = False
@@ -232,7 +250,7 @@ class NameIndex:
         return None
 
     def _derive_herb(self, text: str, key: str) -> Resolution | None:
-        for prefix, words in PROCESSING_PREFIXES:
+        for prefix, words in _PREFIXES_BY_CHAR.get(key[:1], ()):
             if not key.startswith(prefix) or len(key) - len(prefix) < 2:
                 continue
             base = self._herb_base(key[len(prefix) :], allow_suffix=False)
@@ -337,15 +355,15 @@ class NameIndex:
         return tuple(out)
 
 
+_PREFIXES_BY_CHAR: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+for _p in PROCESSING_PREFIXES:
+    _PREFIXES_BY_CHAR.setdefault(_p[0][0], []).append(_p)
+_KIND_ORDER = {"herb": 0, "formula": 1, "syndrome": 2, "symptom": 3, "disease": 4}
+
+
 def _char_bucket() -> defaultdict[str, set[str]]:
     return defaultdict(set)
 
 
 def _tid(t: Target) -> str:
     return f"{t.kind} {t.id}" + (f" (form {t.form_id})" if t.form_id else "")
-
-
-def _replace(r: Resolution, **changes: Any) -> Resolution:
-    from dataclasses import replace
-
-    return replace(r, **changes)

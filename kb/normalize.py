@@ -64,7 +64,7 @@ def normalize(text: str) -> str:
 
     Latin-script names (pinyin, Latin pharmaceutical names) are lower-cased and lose their tone marks.
     """
-    s = unicodedata.normalize("NFKC", text)
+    s = text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
     s = _STRIP.sub("", s)
     s = s.strip(_EDGE_PUNCT)
     if s.isascii():
@@ -74,5 +74,8 @@ def normalize(text: str) -> str:
     return s.translate(t2s_table())
 
 
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
 def has_cjk(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    return _CJK.search(text) is not None
