@@ -21,14 +21,13 @@ from typing import Any
 from kb.base import KnowledgeBase
 from kb.errors import InputError
 
-_UNIT = r"(?:克|g|G|钱|錢|两|兩|分|枚|片|个|只|条|粒|朵|枚)"
+_UNIT = r"(?:克|g|G|钱|錢|两|兩|分|枚|片|个|只|条|粒|朵)"
 _NUM = r"(?:\d+(?:\s*\.\s*\d+)?|[一二三四五六七八九十百半两]+)"
-# a herb mention: CJK name, optional processing note in brackets, then a dose (or 钱半-style dose)
-_MENTION = re.compile(
-    rf"([\u4e00-\u9fff]{{1,8}}?)(?:各)?\s*(?:[（(][^）)]{{0,8}}[）)])?\s*(?:{_NUM}\s*{_UNIT}|钱半|{_UNIT}半)"
-)
-_SPLIT = re.compile(r"[，,、；;。|：:]+")
-_NOT_HERB = re.compile(r"^(?:各|共|加|减|去|用|每|服|剂|日|次|水|煎|取|以上|上药|另|先|后|再)")
+# a dose: 9克, 4.5g, 二钱, 一钱五分, 钱半, 三片 — names are the text between doses
+_DOSE = re.compile(rf"(?:{_NUM}\s*{_UNIT}(?:\s*{_NUM}\s*{_UNIT})*|钱半|{_UNIT}半)")
+_NOTE = re.compile(r"[（(][^）)]{0,12}[）)]")
+_NAME = re.compile(r"[\u4e00-\u9fff]{2,8}$")
+_NOT_HERB = re.compile(r"^(?:各|共|加|减|去|用|每|服|剂|日|次|水|煎|取|以上|上药|另|先|后|再|如|若|方|药|又|即)")
 
 
 def default_data_dir() -> Path | None:
@@ -72,11 +71,13 @@ def case_mentions(text: str) -> list[str]:
     segments = parts[1:] if len(parts) > 1 else parts
     out = []
     for seg in segments:
-        for chunk in _SPLIT.split(seg):
-            for m in _MENTION.finditer(chunk):
-                name = m.group(1)
-                if len(name) >= 2 and not _NOT_HERB.match(name):
-                    out.append(name)
+        pieces = _DOSE.split(_NOTE.sub("", seg))
+        for piece in pieces[:-1]:  # the text after the last dose names no dosed herb
+            piece = re.split(r"[，,、；;。|：:\s]", piece.strip())[-1] if piece.strip() else ""
+            piece = piece.removesuffix("各")
+            m = _NAME.search(piece)
+            if m and not _NOT_HERB.match(m.group(0)):
+                out.append(m.group(0))
     return out
 
 
@@ -132,9 +133,15 @@ def _formulas(kb: KnowledgeBase, data: Path) -> dict[str, Any]:
         ours = {i.herb_id for i in ours_f.composition}
         their_ids, their_unresolved = set(), []
         for name in theirs:
+            name = _NOTE.sub("", name)  # 枳实（炒） -> 枳实: a processing note, not another herb
             rr = kb.resolve_herb(name)
             if rr.resolved and rr.id:
                 their_ids.add(rr.id)
+                continue
+            # a generic name (贝母, 沙参) matches the species of ours that carries it
+            species = [h for h in ours if name in kb.herbs[h].name and len(name) >= 2]
+            if species:
+                their_ids.add(species[0])
             else:
                 their_unresolved.append(name)
         if their_ids == ours and not their_unresolved:

@@ -59,6 +59,14 @@ PROCESSING_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("净", ("净",)),
 )
 PROCESSING_SUFFIXES: tuple[tuple[str, str], ...] = (("炭", "炒炭"), ("粉", "研粉"))
+# Physical forms and portions written after a herb name that do not make it another drug (杏仁泥, 茯苓块, 降香末,
+# 甘草梢, 归须). 壳, 皮, 心, 衣 and 梗 are left out on purpose: they often name another part with other actions.
+PART_SUFFIXES: tuple[str, ...] = ("泥", "块", "末", "片", "节", "梢", "尖", "须", "屑")
+# Quality words physicians put before a name (大白芍, 嫩前胡, 原麦冬, 陈阿胶, 上肉桂): they describe the piece, not
+# another drug. Only stripped when the whole name is unknown and what remains is a herb name of two or more
+# characters, so 大黄, 小蓟, 白附子, 大青叶 are never taken apart.
+# 白, 金, 苦, 甜, 淡 and 明 are left out: 白附子, 甜杏仁 and 明党参 are other drugs than 附子, 杏仁 and 党参.
+QUALITY_PREFIXES: tuple[str, ...] = ("大", "小", "嫩", "原", "陈", "上", "真", "净", "正", "老", "细", "肥", "整", "粉")
 REGIONAL_PREFIXES: tuple[str, ...] = (
     "川", "浙", "怀", "淮", "杭", "广", "北", "南", "云", "建", "江", "关", "辽", "宁", "亳", "祁", "潞", "台",
     "藏", "苏", "宣", "茅", "西", "东", "贡", "密", "甘", "青",
@@ -241,12 +249,22 @@ class NameIndex:
                 t = self._herb_exact(key[len(p) :])
                 if t is not None and t.form_id is None:
                     return t, "regional"
+        for p in QUALITY_PREFIXES:
+            if key.startswith(p) and len(key) - len(p) >= 2 and key not in self.distinct:
+                t = self._herb_exact(key[len(p) :])
+                if t is not None:
+                    return t, "qualifier"
         if allow_suffix:
             for suf, _ in PROCESSING_SUFFIXES:
                 if key.endswith(suf) and len(key) - len(suf) >= 2:
                     t = self._herb_exact(key[: -len(suf)])
                     if t is not None and t.form_id is None:
                         return t, "suffix"
+            for suf in PART_SUFFIXES:
+                if key.endswith(suf) and len(key) - len(suf) >= 2:
+                    base = self._herb_base(key[: -len(suf)], allow_suffix=False)
+                    if base is not None:
+                        return base[0], "part"
         return None
 
     def _derive_herb(self, text: str, key: str) -> Resolution | None:
@@ -278,6 +296,12 @@ class NameIndex:
             return None
         target, how = base
         herb = self._kb.herbs[target.id]
+        if how in ("qualifier", "part") and target.form_id:
+            f = self._kb.forms[target.form_id]
+            return Resolution(
+                input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=f.id, form=f.name,
+                processing=f.processing, raw=f.raw, how=how,
+            )  # fmt: skip
         if how == "suffix":
             suf = next(s for s in PROCESSING_SUFFIXES if key.endswith(s[0]))
             form = self._pick_form(herb, suf[0], (suf[0],))

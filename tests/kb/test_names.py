@@ -31,6 +31,10 @@ def herb(base: kb.KnowledgeBase, text: str) -> tuple[str | None, str | None]:
         ("黃耆", "黄芪", None),  # traditional characters (and the classical 耆)
         ("當歸", "当归", None),
         ("國老", "甘草", None),
+        ("大白芍", "白芍", None),  # a quality word before the name
+        ("嫩党参", "党参", None),
+        ("杏仁泥", "苦杏仁", None),  # a physical form after the name
+        ("甘草梢", "甘草", None),
         (" 甘  草 ", "甘草", None),  # stray whitespace
         ("甘\u3000草", "甘草", None),  # full-width space
         ("「党参」", "党参", None),  # quotes
@@ -56,6 +60,10 @@ def test_resolves(fixture_kb: kb.KnowledgeBase, text: str, name: str, form: str 
         ("木炭", (None, None)),  # a suffix on a non-herb
         ("黃連", (None, None)),  # traditional characters of a herb the fixture lacks
         ("甘", (None, None)),
+        ("白附子", (None, None)),  # a different toxic drug, never 附子 with a prefix (and not in the fixture)
+        ("甜杏仁", (None, None)),  # not 苦杏仁
+        ("明党参", (None, None)),  # not 党参
+        ("附子壳", (None, None)),  # 壳 names another part: not a form suffix
         ("炒蒲黄", ("蒲黄", "炒蒲黄")),  # plain stir-fried: a generic form, never the charred 蒲黄炭
         ("蒲黄炭", ("蒲黄", "蒲黄炭")),
         ("", (None, None)),

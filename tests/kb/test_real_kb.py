@@ -61,7 +61,7 @@ def test_dose_ranges_are_sane(real_kb: KnowledgeBase) -> None:
      ("马钱子", "high", "forbidden", (0.3, 0.6)), ("斑蝥", "high", "forbidden", (0.03, 0.06)),
      ("甘遂", "moderate", "forbidden", (0.5, 1.5)), ("朱砂", "moderate", "forbidden", (0.1, 0.5)),
      ("吴茱萸", "low", None, (2, 5)), ("甘草", None, None, (2, 10)), ("黄芪", None, None, (9, 30)),
-     ("大皂角", None, "avoid", None), ("三棱", None, "forbidden", None), ("桃仁", None, "caution", None)],
+     ("大皂角", "low", "avoid", (1, 1.5)), ("三棱", None, "forbidden", None), ("桃仁", None, "caution", None)],
 )  # fmt: skip
 def test_pharmacopoeia_facts(real_kb: KnowledgeBase, name: str, toxicity: str | None, pregnancy: str | None,
                              dose: tuple[float, float] | None) -> None:  # fmt: skip
