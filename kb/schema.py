@@ -113,6 +113,7 @@ class SymptomCategory(str, Enum):
     COMPLEXION = "面色"
     VOICE = "声音气味"
     SIGN = "体征"  # masses, swelling, rash, discharge (external medicine)
+    CONTEXT = "病史情境"  # history and context that bear on the differentiation: 妊娠期, 外伤史, 夏秋季发病, 骨折早期
 
 
 class Strict(BaseModel):

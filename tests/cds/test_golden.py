@@ -14,7 +14,7 @@ from kb.base import KnowledgeBase
 GOLDEN = yaml.safe_load((Path(__file__).parents[1] / "golden" / "prescriptions.yaml").read_text(encoding="utf-8"))
 # Formulas whose classical composition contains a combination the rules flag, reported with the source, as the
 # engine should: the physician overrides with a reason.
-CONTESTED = {"海藻玉壶汤", "附子粳米汤", "甘遂半夏汤", "十香返魂丹", "赤丸", "大黄䗪虫丸"}
+CONTESTED = {"海藻玉壶汤", "附子粳米汤", "甘遂半夏汤", "十香返魂丹", "赤丸", "大黄䗪虫丸", "真方白丸子", "回阳救急汤"}
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
