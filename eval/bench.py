@@ -27,7 +27,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "artifacts" / "bench"
-SUFFIXES = "甲乙丙丁戊己庚辛壬癸"
 
 
 def _median_time(fn: Callable[[], Any], repeats: int = 5) -> float:
@@ -39,65 +38,112 @@ def _median_time(fn: Callable[[], Any], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def cold_load(data_dir: Path, repeats: int = 3) -> float:
+def cold_load(data_dir: Path, repeats: int = 3) -> dict[str, float]:
+    """Load + graph build in a fresh process: the first time (parse, validate, compile) and then from the
+    compiled cache (median of ``repeats``), each with Python start-up and imports included."""
     code = (
-        "import time,sys; t=time.perf_counter(); import kb; b=kb.load(sys.argv[1]); b.graph; "
-        "print(time.perf_counter()-t)"
+        "import time,sys; t=time.perf_counter(); import kb; b=kb.load(sys.argv[1]); t1=time.perf_counter(); "
+        "b.graph; print(t1-t, time.perf_counter()-t)"
     )
-    times = []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code, str(data_dir)], capture_output=True, text=True, check=True)
-        times.append(float(out.stdout.strip()))
-    return statistics.median(times)
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TCM_CACHE_DIR": cache}
+        runs = []
+        for _ in range(repeats + 1):
+            out = subprocess.run([sys.executable, "-c", code, str(data_dir)], capture_output=True, text=True,
+                                 check=True, env=env)  # fmt: skip
+            load, total = map(float, out.stdout.split())
+            runs.append((load, total))
+    return {
+        "first_load_s": runs[0][0], "first_total_s": runs[0][1],
+        "cached_load_s": statistics.median(r[0] for r in runs[1:]),
+        "cached_total_s": statistics.median(r[1] for r in runs[1:]),
+    }  # fmt: skip
 
 
 # ---- a synthetic 10x knowledge base --------------------------------------------------------------------
-def _rename(obj: Any, suffix: str, keys: set[str]) -> Any:
-    """Append ``suffix`` to every name-like string (ids get an ASCII suffix)."""
-    if isinstance(obj, list):
-        return [_rename(x, suffix, keys) for x in obj]
-    if not isinstance(obj, dict):
-        return obj
-    out = {}
-    for k, v in obj.items():
-        if k == "id" and isinstance(v, str):
-            out[k] = f"{v}-x{SUFFIXES.index(suffix)}"
-        elif k in keys and isinstance(v, str):
-            out[k] = v + suffix
-        elif k in keys and isinstance(v, list) and all(isinstance(x, str) for x in v):
-            out[k] = [x + suffix for x in v]
-        else:
-            out[k] = _rename(v, suffix, keys)
-    return out
-
-
 NAME_KEYS = {
     "name", "aliases", "synonyms", "herb", "remove", "formulas", "key_symptoms", "secondary_symptoms", "tongue",
-    "pulse", "contra_symptoms", "when", "a", "b", "members", "unlike", "opposite", "broader",
+    "pulse", "contra_symptoms", "when", "a", "b", "members", "unlike", "opposite", "broader", "pinyin", "latin",
 }  # fmt: skip
+
+
+def _protected() -> set[str]:
+    """Characters name resolution gives a meaning to (prefixes, suffixes, variants): kept as they are."""
+    from kb import names
+
+    chars = set("".join(p for p, _ in names.PROCESSING_PREFIXES)) | set("".join(names.REGIONAL_PREFIXES))
+    chars |= set("".join(names.QUALITY_PREFIXES)) | set("".join(s for s, _ in names.PROCESSING_SUFFIXES))
+    chars |= set("".join(names.PART_SUFFIXES)) | set("舌质体苔脉象证加减化裁味·")
+    return chars
+
+
+class _Cipher:
+    """Copy k of the content: every other CJK character replaced, one to one, by a character the content never
+    uses (and that normalisation leaves alone), so names stay unique and every derivation rule still applies."""
+
+    def __init__(self, used: set[str], copies: int):
+        import unicodedata
+
+        from kb.normalize import t2s_table
+
+        table = t2s_table()
+        folded = set(table.values())
+        keep = _protected()
+        self.movable = sorted(c for c in used if c not in keep)
+        pool = [chr(i) for i in [*range(0x4E00, 0xA000), *range(0x3400, 0x4DC0), *range(0x20000, 0x2A6E0)]
+                if chr(i) not in used and i not in table and chr(i) not in folded
+                and unicodedata.is_normalized("NFKC", chr(i))]  # fmt: skip
+        n = len(self.movable)
+        if n * (copies - 1) > len(pool):
+            raise RuntimeError("not enough unused characters for the synthetic copies")
+        self.maps = [{} if k == 0 else {ord(c): pool[(k - 1) * n + i] for i, c in enumerate(self.movable)}
+                     for k in range(copies)]  # fmt: skip
+        # a name made only of meaningful characters (生姜, 煨姜) gets one marker character so it stays unique
+        self.markers = pool[(copies - 1) * n : (copies - 1) * n + copies]
+
+    def apply(self, obj: Any, k: int, key: str | None = None) -> Any:
+        if isinstance(obj, list):
+            return [self.apply(x, k, key) for x in obj]
+        if isinstance(obj, dict):
+            return {kk: (f"{v}-x{k}" if kk == "id" and isinstance(v, str) else self.apply(v, k, kk)) for kk, v in obj.items()}
+        if isinstance(obj, str) and key in NAME_KEYS and k:
+            if key in ("pinyin", "latin"):
+                return f"{obj} {k}"
+            out = obj.translate(self.maps[k])
+            return out if out != obj else out + self.markers[k]
+        return obj
 
 
 def synthetic_copy(src: Path, dst: Path, factor: int = 10) -> dict[str, int]:
     """Write a knowledge base ``factor`` times the size of ``src`` into ``dst``."""
     from kb.loader import content_files, kind_of, read_yaml
 
+    files = [(p, kind_of(p), read_yaml(p)) for p in content_files(src)]
+    used: set[str] = set()
+
+    def collect(obj: Any) -> None:
+        if isinstance(obj, str):
+            used.update(ch for ch in obj if ord(ch) > 0x2E80)
+        elif isinstance(obj, list):
+            for x in obj:
+                collect(x)
+        elif isinstance(obj, dict):
+            for x in obj.values():
+                collect(x)
+
+    for _, _, data in files:
+        collect(data)
+    cipher = _Cipher(used, factor)
     counts: dict[str, int] = {}
-    for path in content_files(src):
-        rel = path.relative_to(src)
-        target = dst / rel
+    for path, kind, data in files:
+        target = dst / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        kind = kind_of(path)
-        data = read_yaml(path)
         if kind in ("sources", "release"):
             out: Any = data
         elif kind == "rules":
-            out = {"ruleset": data["ruleset"], "rules": []}
-            for k in range(factor):
-                out["rules"] += [_rename(r, SUFFIXES[k], NAME_KEYS) if k else r for r in data["rules"]]
+            out = {"ruleset": data["ruleset"], "rules": [cipher.apply(r, k) for k in range(factor) for r in data["rules"]]}
         else:
-            out = []
-            for k in range(factor):
-                out += [_rename(e, SUFFIXES[k], NAME_KEYS) if k else e for e in data or []]
+            out = [cipher.apply(e, k) for k in range(factor) for e in data or []]
             counts[kind] = counts.get(kind, 0) + len(out)
         target.write_text(yaml.safe_dump(out, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return counts
@@ -218,9 +264,12 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
     n, r, c = results["names"], results["review"], results["cli_batch"]
+    k1, k10 = results["kb_cold_load_s"], results["kb10x_cold_load_s"]
     rows = [
-        ("knowledge base cold load + graph", f"{results['kb_cold_load_s']:.3f} s", "target < 1 s"),
-        ("synthetic 10x cold load + graph", f"{results['kb10x_cold_load_s']:.3f} s", "target < 3 s"),
+        ("kb cold start, compiled (load+graph)", f"{k1['cached_total_s']:.3f} s", f"load alone {k1['cached_load_s']:.3f} s; target < 1 s"),
+        ("kb first load: parse+validate+compile", f"{k1['first_total_s']:.3f} s", f"load alone {k1['first_load_s']:.3f} s"),
+        ("10x kb cold start, compiled", f"{k10['cached_total_s']:.3f} s", f"load alone {k10['cached_load_s']:.3f} s; target < 3 s"),
+        ("10x kb first load", f"{k10['first_total_s']:.3f} s", f"load alone {k10['first_load_s']:.3f} s"),
         ("name resolution, uncached", f"{n['uncached_per_s']:,.0f} lookups/s", "target ≥ 100,000/s"),
         ("name resolution, memo warm", f"{n['cached_per_s']:,.0f} lookups/s", ""),
         ("safety review, 12 herbs, in-process", f"{r['reviews_per_s']:,.0f} reviews/s", "target ≥ 20,000/s"),

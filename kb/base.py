@@ -18,18 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kb import model as m
-from kb import schema as s
 from kb.errors import ContentError, UnknownEntityError
-from kb.loader import DEFAULT_DATA_DIR, Content, content_files, load_content, origin_map
 from kb.names import NameIndex, Resolution, Target
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the schema (pydantic) is needed to build a knowledge base, not to use a compiled one
     import networkx as nx
+
+    from kb import schema as s
+    from kb.loader import Content
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
 logger = logging.getLogger(__name__)
 
 SAFETY_FIELDS = ("dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions")
-DISCIPLINE_ORDER = {d.value: i for i, d in enumerate(s.Discipline)}
+DISCIPLINE_ORDER = {d: i for i, d in enumerate(m.DISCIPLINES)}
 FINDING_FIELDS = ("key_symptoms", "secondary_symptoms", "tongue", "pulse", "contra_symptoms")
 
 
@@ -37,9 +40,11 @@ class KnowledgeBase:
     """Immutable once built. Safe to share between threads."""
 
     def __init__(self, content: Content, data_dir: Path, content_hash: str):
+        from kb.loader import origin_map
+
         self.data_dir = data_dir
-        self.content = content
-        self.sources: dict[str, s.Source] = {}
+        self._content: Content | None = content
+        self.sources: dict[str, m.Source] = {}
         self.herbs: dict[str, m.Herb] = {}
         self.forms: dict[str, m.Form] = {}
         self.formulas: dict[str, m.Formula] = {}
@@ -90,7 +95,7 @@ class KnowledgeBase:
         for src in c.sources:
             if src.id in self.sources:
                 self._problems.append(f"sources.yaml: duplicate source id {src.id!r}")
-            self.sources[src.id] = src
+            self.sources[src.id] = m.Source(src.id, src.work, src.edition, src.publisher, src.year, src.kind, src.note)
         for h in c.herbs:
             self._build_herb(h)
         for dn in c.names:
@@ -101,6 +106,7 @@ class KnowledgeBase:
         for f in c.formulas:
             self._build_formula(f)
         syndrome_entries: list[tuple[s.Disease, s.Syndrome]] = []
+        syndrome_ids: set[str] = set()
         seen_names: dict[tuple[str, str], str] = {}
         for d in c.diseases:
             if d.id in self.diseases:
@@ -122,8 +128,9 @@ class KnowledgeBase:
             )  # fmt: skip
             for sy in d.syndromes:
                 syndrome_entries.append((d, sy))
-                if sy.id in self.syndromes or any(sy.id == x.id for _, x in syndrome_entries[:-1]):
+                if sy.id in syndrome_ids:
                     self._problem(d, f"syndromes[{sy.id}].id", f"duplicate syndrome id {sy.id!r}")
+                syndrome_ids.add(sy.id)
                 t = Target("syndrome", sy.id)
                 self.names.add(sy.name, t)
                 self.names.add(f"{d.name}·{sy.name}", t, sy.name)
@@ -449,26 +456,37 @@ class KnowledgeBase:
             "warnings": len(self.warnings),
         }
 
+    @property
+    def content(self) -> Content:
+        """The validated content entries (for RDF export). A compiled knowledge base re-reads them on first use."""
+        if self._content is None:
+            from kb.loader import load_content
+
+            if content_hash(self.data_dir) != self.version.content_hash:
+                raise ContentError(f"{self.data_dir}: content changed since this knowledge base was loaded; reload it")
+            self._content = load_content(self.data_dir)
+        return self._content
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_graph"] = None
+        state["_content"] = None  # pydantic entries: re-read on demand, keeps the compiled file small and fast
+        state["warnings"] = list(self.warnings)
         del state["_graph_lock"], state["_origin"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._graph_lock = threading.Lock()
-        self._origin = origin_map(self.content)
+        self._origin = {}
 
     @property
     def graph(self) -> nx.MultiDiGraph:
-        """The networkx graph of the content, built on first use."""
+        """The networkx graph of the content, built on first use (and kept beside the compiled knowledge base)."""
         if self._graph is None:
             with self._graph_lock:
                 if self._graph is None:
-                    from kb.graph import build_graph
-
-                    self._graph = build_graph(self)
+                    self._graph = _compiled_graph(self)
         return self._graph
 
 
@@ -489,6 +507,10 @@ def _verification_counts(kb: KnowledgeBase) -> dict[str, dict[str, int]]:
     return out
 
 
+def content_files(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.rglob("*.yaml") if not p.name.startswith("."))
+
+
 def content_hash(data_dir: Path) -> str:
     h = hashlib.sha256()
     for p in content_files(data_dir):
@@ -504,6 +526,40 @@ def default_data_dir() -> Path:
     return Path(env) if env else DEFAULT_DATA_DIR
 
 
+def _compiled_graph(base: KnowledgeBase) -> nx.MultiDiGraph:
+    import gc
+    import pickle
+
+    from kb.graph import build_graph
+
+    path = cache_dir() / f"kb-{base.version.content_hash}-{_code_hash()}.graph.pickle"
+    use_cache = os.environ.get("TCM_KB_CACHE", "1") != "0"
+    if use_cache and path.is_file():
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            with path.open("rb") as fh:
+                g = pickle.load(fh)
+            return g  # type: ignore[no-any-return]
+        except Exception:
+            logger.info("ignoring unreadable graph cache %s", path.name)
+        finally:
+            if gc_was_on:
+                gc.enable()
+    g = build_graph(base)
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("wb") as fh:
+                pickle.dump(g, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(path)
+        except OSError as exc:
+            logger.info("graph cache not written: %s", exc)
+    return g
+
+
+@functools.cache
 def _code_hash() -> str:
     h = hashlib.sha256()
     for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
@@ -536,13 +592,23 @@ def load(data_dir: Path | str | None = None, *, cache: bool = True) -> Knowledge
     cached = cache_dir() / f"kb-{digest}-{_code_hash()}.pickle"
     if cache and cached.is_file():
         try:
-            with cached.open("rb") as fh:
-                base = pickle.load(fh)
+            import gc
+
+            gc_was_on = gc.isenabled()
+            gc.disable()  # hundreds of thousands of small objects: the collector would rescan them again and again
+            try:
+                with cached.open("rb") as fh:
+                    base = pickle.load(fh)
+            finally:
+                if gc_was_on:
+                    gc.enable()
             if isinstance(base, KnowledgeBase) and base.version.content_hash == digest:
                 base.data_dir = path
                 return base
         except Exception:  # a stale, partial or foreign cache file is rebuilt
             logger.info("ignoring unreadable knowledge-base cache %s", cached.name)
+    from kb.loader import load_content
+
     content = load_content(path, keep_going=True)
     base = KnowledgeBase(content, path, digest)
     if cache:

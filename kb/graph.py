@@ -30,45 +30,40 @@ def node(kind: str, ident: str) -> str:
 
 
 def build_graph(kb: KnowledgeBase) -> nx.MultiDiGraph:
-    g = nx.MultiDiGraph()
-    for h in kb.herbs.values():
-        g.add_node(node("herb", h.id), kind="herb", name=h.name)
+    nodes: list[tuple[str, dict[str, Any]]] = []
+    edges: list[tuple[str, str, dict[str, Any]]] = []
+    nodes += [(f"herb:{h.id}", {"kind": "herb", "name": h.name}) for h in kb.herbs.values()]
     for f in kb.forms.values():
-        g.add_node(node("form", f.id), kind="form", name=f.name)
-        g.add_edge(node("form", f.id), node("herb", f.herb_id), rel="form_of")
+        nodes.append((f"form:{f.id}", {"kind": "form", "name": f.name}))
+        edges.append((f"form:{f.id}", f"herb:{f.herb_id}", {"rel": "form_of"}))
     for fo in kb.formulas.values():
-        g.add_node(node("formula", fo.id), kind="formula", name=fo.name)
-        for ing in fo.composition:
-            g.add_edge(
-                node("formula", fo.id), node("herb", ing.herb_id), rel="contains", dose_g=ing.dose_g,
-                role=ing.role, form=ing.form_id, written=ing.written,
-            )  # fmt: skip
-    for s in kb.symptoms.values():
-        g.add_node(node("symptom", s.id), kind="symptom", name=s.name)
-    for d in kb.diseases.values():
-        g.add_node(node("disease", d.id), kind="disease", name=d.name)
+        fn = f"formula:{fo.id}"
+        nodes.append((fn, {"kind": "formula", "name": fo.name}))
+        edges += [(fn, f"herb:{i.herb_id}", {"rel": "contains", "dose_g": i.dose_g, "role": i.role, "form": i.form_id,
+                                               "written": i.written}) for i in fo.composition]  # fmt: skip
+    nodes += [(f"symptom:{s.id}", {"kind": "symptom", "name": s.name}) for s in kb.symptoms.values()]
+    nodes += [(f"disease:{d.id}", {"kind": "disease", "name": d.name}) for d in kb.diseases.values()]
     for sy in kb.syndromes.values():
-        sn = node("syndrome", sy.id)
-        g.add_node(sn, kind="syndrome", name=sy.name, disease=sy.disease_id)
-        g.add_edge(node("disease", sy.disease_id), sn, rel="has_syndrome")
+        sn = f"syndrome:{sy.id}"
+        nodes.append((sn, {"kind": "syndrome", "name": sy.name, "disease": sy.disease_id}))
+        edges.append((f"disease:{sy.disease_id}", sn, {"rel": "has_syndrome"}))
         for role, findings in (("key", sy.key), ("secondary", sy.secondary), ("tongue", sy.tongue), ("pulse", sy.pulse)):
-            for f in findings:
-                if f.symptom_id:
-                    g.add_edge(node("symptom", f.symptom_id), sn, rel="indicates", role=role)
-        for f in sy.contra:
-            if f.symptom_id:
-                g.add_edge(node("symptom", f.symptom_id), sn, rel="argues_against")
-        pn = node("principle", sy.principle)
-        g.add_node(pn, kind="principle", name=sy.principle)
-        g.add_edge(sn, pn, rel="treated_by")
-        for rank, fid in enumerate(sy.formula_ids):
-            g.add_edge(pn, node("formula", fid), rel="realised_by", syndrome=sy.id, rank=rank)
+            edges += [(f"symptom:{f.symptom_id}", sn, {"rel": "indicates", "role": role}) for f in findings if f.symptom_id]
+        edges += [(f"symptom:{f.symptom_id}", sn, {"rel": "argues_against"}) for f in sy.contra if f.symptom_id]
+        pn = f"principle:{sy.principle}"
+        nodes.append((pn, {"kind": "principle", "name": sy.principle}))
+        edges.append((sn, pn, {"rel": "treated_by"}))
+        edges += [(pn, f"formula:{fid}", {"rel": "realised_by", "syndrome": sy.id, "rank": rank})
+                  for rank, fid in enumerate(sy.formula_ids)]  # fmt: skip
     for r in kb.rules.values():
         if r.kind in ("incompatibility", "antagonism"):
             for a in r.a:
                 for b in r.b:
-                    g.add_edge(node("herb", a.herb_id), node("herb", b.herb_id), rel=r.kind, rule=r.id)
-                    g.add_edge(node("herb", b.herb_id), node("herb", a.herb_id), rel=r.kind, rule=r.id)
+                    edges.append((f"herb:{a.herb_id}", f"herb:{b.herb_id}", {"rel": r.kind, "rule": r.id}))
+                    edges.append((f"herb:{b.herb_id}", f"herb:{a.herb_id}", {"rel": r.kind, "rule": r.id}))
+    g = nx.MultiDiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from(edges)
     return g
 
 

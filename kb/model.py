@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+
+class _Record:
+    """Base of the frozen slotted records below: pickles as (class, field values), which unpickles ~10x faster
+    than dataclasses' own __setstate__ (it calls ``fields()`` for every object)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (self.__class__, tuple(getattr(self, f) for f in self.__slots__))  # type: ignore[attr-defined]
 
 
 class Severity(str, Enum):
@@ -28,8 +39,22 @@ TOXICITY_CODE = {"大毒": "high", "有毒": "moderate", "小毒": "low"}
 PREGNANCY_CODE = {"禁用": "forbidden", "忌用": "avoid", "慎用": "caution"}
 
 
+DISCIPLINES = ("内科", "外科", "妇科", "儿科", "耳鼻咽喉科", "眼科", "骨伤科", "皮肤科")  # the order of kb.schema.Discipline
+
+
 @dataclass(frozen=True, slots=True)
-class SourceRef:
+class Source(_Record):
+    id: str
+    work: str
+    edition: str | None
+    publisher: str | None
+    year: int | None
+    kind: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef(_Record):
     ref: str
     loc: str | None
     work: str
@@ -48,7 +73,7 @@ class SourceRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Safety:
+class Safety(_Record):
     """Safety facts of a herb or of one of its forms (already merged with the herb's values)."""
 
     dose_g: tuple[float, float] | None
@@ -72,7 +97,7 @@ class Safety:
 
 
 @dataclass(frozen=True, slots=True)
-class Form:
+class Form(_Record):
     id: str
     herb_id: str
     name: str
@@ -86,7 +111,7 @@ class Form:
 
 
 @dataclass(frozen=True, slots=True)
-class Herb:
+class Herb(_Record):
     id: str
     name: str
     pinyin: str
@@ -105,7 +130,7 @@ class Herb:
 
 
 @dataclass(frozen=True, slots=True)
-class Ingredient:
+class Ingredient(_Record):
     herb_id: str
     form_id: str | None
     written: str  # the name as the content wrote it
@@ -116,7 +141,7 @@ class Ingredient:
 
 
 @dataclass(frozen=True, slots=True)
-class Formula:
+class Formula(_Record):
     id: str
     name: str
     aliases: tuple[str, ...]
@@ -132,7 +157,7 @@ class Formula:
 
 
 @dataclass(frozen=True, slots=True)
-class Modification:
+class Modification(_Record):
     when: tuple[str, ...]  # finding terms as written
     when_ids: tuple[str | None, ...]  # resolved symptom ids (None when the term is not in the vocabulary)
     add: tuple[Ingredient, ...]
@@ -141,7 +166,7 @@ class Modification:
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(_Record):
     """A finding term of a syndrome profile, as written, and the vocabulary entry it resolves to."""
 
     term: str
@@ -149,7 +174,7 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
-class Syndrome:
+class Syndrome(_Record):
     id: str
     disease_id: str
     name: str
@@ -168,7 +193,7 @@ class Syndrome:
 
 
 @dataclass(frozen=True, slots=True)
-class Disease:
+class Disease(_Record):
     id: str
     name: str
     aliases: tuple[str, ...]
@@ -181,7 +206,7 @@ class Disease:
 
 
 @dataclass(frozen=True, slots=True)
-class Symptom:
+class Symptom(_Record):
     id: str
     name: str
     synonyms: tuple[str, ...]
@@ -194,7 +219,7 @@ class Symptom:
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class Member(_Record):
     """A rule member: a base herb (covers every form) or one specific form."""
 
     written: str
@@ -204,7 +229,7 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(_Record):
     id: str
     kind: str
     severity: Severity
@@ -221,7 +246,7 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
-class RuleSet:
+class RuleSet(_Record):
     id: str
     name: str
     version: str
@@ -230,7 +255,7 @@ class RuleSet:
 
 
 @dataclass(frozen=True, slots=True)
-class Version:
+class Version(_Record):
     release: str
     content_hash: str
 
@@ -239,5 +264,5 @@ class Version:
 
 
 @dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(_Record):
     counts: dict[str, int] = field(default_factory=dict)

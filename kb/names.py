@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kb.normalize import normalize
@@ -73,8 +72,7 @@ REGIONAL_PREFIXES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     kind: str  # herb | formula | syndrome | disease | symptom
     id: str
     form_id: str | None = None
@@ -126,7 +124,7 @@ class NameIndex:
         self.index: dict[str, list[Target]] = defaultdict(list)
         self.distinct: dict[str, str] = {}  # normalised name -> why it is not what it looks like
         self._memo: dict[tuple[str, str | None], Resolution] = {}
-        self._char_index: dict[str, dict[str, set[str]]] = defaultdict(_char_bucket)
+        self._char_index: dict[str, dict[str, set[str]]] | None = defaultdict(_char_bucket)
         self._display: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> display name
 
     # ---- building ------------------------------------------------------------------------------------
@@ -143,11 +141,31 @@ class NameIndex:
             if t.kind == target.kind and target.kind in ("herb", "symptom", "formula"):
                 clash = f"name {name!r} names two {target.kind} entries: {_tid(t)} and {_tid(target)}"
         existing.append(target)
-        kind_chars = self._char_index[target.kind]
-        for ch in set(key):
-            kind_chars[ch].add(key)
+        if self._char_index is not None:
+            kind_chars = self._char_index[target.kind]
+            for ch in set(key):
+                kind_chars[ch].add(key)
         self._display[target.kind].setdefault(key, display or name)
         return clash
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_memo"] = {}
+        state["_char_index"] = None  # rebuilt from the index on the first closest-name query
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _chars(self) -> dict[str, dict[str, set[str]]]:
+        if self._char_index is None:
+            idx: dict[str, dict[str, set[str]]] = defaultdict(_char_bucket)
+            for key, targets in self.index.items():
+                for kind in {t.kind for t in targets}:
+                    for ch in set(key):
+                        idx[kind][ch].add(key)
+            self._char_index = idx
+        return self._char_index
 
     def freeze(self) -> None:
         """Called once the knowledge base is built: caches display names for fast lookups."""
@@ -353,7 +371,7 @@ class NameIndex:
 
     def candidates(self, key: str, kind: str, limit: int = 5) -> tuple[str, ...]:
         """Closest names of one kind: character overlap (Dice) with a bonus for a shared prefix."""
-        chars = self._char_index.get(kind)
+        chars = self._chars().get(kind)
         if not chars or not key:
             return ()
         pool: set[str] = set()

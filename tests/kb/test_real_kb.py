@@ -136,3 +136,14 @@ def test_shacl_on_the_real_export(real_kb: KnowledgeBase) -> None:
 
 def test_default_is_cached_per_process() -> None:
     assert kb.default() is kb.default()
+
+
+def test_fast_yaml_parser_agrees_with_pyyaml() -> None:
+    """The optional fast parser must read every shipped content file exactly as PyYAML does."""
+    from kb import loader
+
+    if loader._fast_yaml is None:
+        pytest.skip("yaml-rs not installed: PyYAML is used")
+    for path in loader.content_files(loader.DEFAULT_DATA_DIR):
+        text = path.read_text(encoding="utf-8")
+        assert loader._fast_yaml.loads(text) == loader.parse_pyyaml(text, path), path

@@ -43,7 +43,9 @@ def _tfidf() -> Any:
 def _transformer() -> Any:
     from models.case_classify import CharTokenizer, TransformerClassifier, TransformerConfig
 
-    cfg = TransformerConfig(hidden=16, layers=1, heads=2, intermediate=32, max_len=32, epochs=1, pretrain_epochs=0)
+    cfg = TransformerConfig(
+        hidden=16, layers=1, heads=2, intermediate=32, max_len=32, epochs=1, pretrain_epochs=0
+    )
     return TransformerClassifier(cfg, CharTokenizer.build(TEXTS, 1), [0, 3, 6])
 
 
@@ -78,7 +80,9 @@ def test_save_load_round_trip(key: tuple[str, str], tmp_path: Path) -> None:
     task, kind = key
     m = BUILDERS[key]()
     assert (m.task, m.kind) == key
-    out = save_artifact(m, tmp_path / "a", data={"name": "fixture", "content_hash": "sha256:x"}, metrics={"validation": {}})
+    out = save_artifact(
+        m, tmp_path / "a", data={"name": "fixture", "content_hash": "sha256:x"}, metrics={"validation": {}}
+    )
     card = json.loads((out / CARD).read_text())
     assert card["task"] == task and card["kind"] == kind
     assert {"libraries", "git_commit", "created", "config", "data", "metrics", "files"} <= set(card)
@@ -99,7 +103,7 @@ def test_herb_rec_behaviour() -> None:
 
 def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path: Path) -> None:
     out = save_artifact(_cooc(), tmp_path / "m", data={}, metrics={})
-    with pytest.raises(ArtifactError, match="holds a 'herb-rec' model, not a 'case-classify' model"):
+    with pytest.raises(ArtifactError, match=r"holds a 'herb-rec' model, not a 'case-classify' model"):
         load_model(out, task="case-classify")
     arr = out / "cooccurrence.npy"
     arr.write_bytes(arr.read_bytes()[:-8] + b"\0" * 8)
@@ -114,7 +118,7 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no model artifact"):
         load_model(tmp_path / "nothing-here")
     (tmp_path / "x").mkdir()
-    with pytest.raises(ArtifactError, match="model_card.json is missing"):
+    with pytest.raises(ArtifactError, match=r"model_card\.json is missing"):
         load_model(tmp_path / "x")
 
 
@@ -138,5 +142,5 @@ def test_registry_behaviour() -> None:
 def test_load_by_name_under_root(tmp_path: Path) -> None:
     save_artifact(_cooc(), tmp_path / "herbs-small", data={}, metrics={})
     assert load_model("herbs-small", root=tmp_path).kind == "cooccurrence"
-    with pytest.raises(ArtifactError, match="known models under .*herbs-small"):
+    with pytest.raises(ArtifactError, match=r"known models under .*herbs-small"):
         load_model("other", root=tmp_path)

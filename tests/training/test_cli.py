@@ -12,8 +12,8 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "research"
 TINY_CASE = {
     "model": "ensemble",
     "tfidf": {"ngram": [1, 2], "C_grid": [1.0], "sublinear_tf": False},
-    "transformer": {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "max_len": 64, "pretrain_epochs": 1,
-                    "epochs": 1, "batch_size": 8, "min_char_count": 1},
+    "transformer": {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "max_len": 64,
+                    "pretrain_epochs": 1, "epochs": 1, "batch_size": 8, "min_char_count": 1},
 }  # fmt: skip
 TINY_HERB = {"mlp": {"hidden": 32, "epochs": 3, "batch_size": 64}}
 
@@ -30,7 +30,18 @@ def cfgs(tmp_path: Path) -> dict[str, Path]:
 
 def test_train_and_eval_herb_rec(tcm: Callable, tmp_path: Path, cfgs: dict[str, Path]) -> None:
     out = tmp_path / "hr"
-    r = tcm("train", "herb-rec", "--data", str(FIX), "--out", str(out), "--config", str(cfgs["herb"]), "--no-progress", "--json")
+    r = tcm(
+        "train",
+        "herb-rec",
+        "--data",
+        str(FIX),
+        "--out",
+        str(out),
+        "--config",
+        str(cfgs["herb"]),
+        "--no-progress",
+        "--json",
+    )
     assert r.code == 0, r.err
     doc = r.json_lines()[0]
     assert set(doc["validation"]) == {"smgcn", "tcm-pd"}
@@ -50,9 +61,21 @@ def test_train_and_eval_herb_rec(tcm: Callable, tmp_path: Path, cfgs: dict[str, 
     assert r.code == 0 and "smgcn test (60 prescriptions)" in r.out
 
 
-def test_train_case_classify_refuses_identifiers_then_trains(tcm: Callable, tmp_path: Path, cfgs: dict[str, Path]) -> None:
+def test_train_case_classify_refuses_identifiers_then_trains(
+    tcm: Callable, tmp_path: Path, cfgs: dict[str, Path]
+) -> None:
     out = tmp_path / "cc"
-    r = tcm("train", "case-classify", "--data", str(FIX), "--out", str(out), "--config", str(cfgs["case"]), "--no-progress")
+    r = tcm(
+        "train",
+        "case-classify",
+        "--data",
+        str(FIX),
+        "--out",
+        str(out),
+        "--config",
+        str(cfgs["case"]),
+        "--no-progress",
+    )
     assert r.code == 2 and "direct identifiers" in r.err and "Traceback" not in r.err
     assert not out.exists()
     r = tcm("train", "case-classify", "--data", str(FIX), "--out", str(out), "--config", str(cfgs["case"]),
@@ -72,13 +95,18 @@ def test_train_case_classify_refuses_identifiers_then_trains(tcm: Callable, tmp_
     "args, message",
     [
         (("train", "herb-rec", "--data", "/nonexistent/dir", "--out", "{tmp}/o"), "does not exist"),
-        (("train", "herb-rec", "--data", str(FIX), "--out", "{tmp}/o", "--config", "{tmp}/missing.json"), "config file"),
+        (
+            ("train", "herb-rec", "--data", str(FIX), "--out", "{tmp}/o", "--config", "{tmp}/missing.json"),
+            "config file",
+        ),
         (("eval", "herb-rec", "--model", "{tmp}/none", "--data", str(FIX)), "no herb-rec model artifact"),
         (("eval", "case-classify", "--model", "{tmp}/none", "--data", str(FIX)), "no model artifact"),
         (("deid", "{tmp}/missing.jsonl", "{tmp}/out.jsonl"), "does not exist"),
     ],
 )
-def test_bad_input_exits_2_without_traceback(tcm: Callable, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+def test_bad_input_exits_2_without_traceback(
+    tcm: Callable, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
     r = tcm(*(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert r.code == 2, (r.out, r.err)
     assert message in r.err and "Traceback" not in r.err
@@ -93,7 +121,20 @@ def test_bad_config_key(tcm: Callable, tmp_path: Path) -> None:
 
 def test_corrupt_artifact_exits_2(tcm: Callable, tmp_path: Path, cfgs: dict[str, Path]) -> None:
     out = tmp_path / "hr"
-    assert tcm("train", "herb-rec", "--data", str(FIX), "--out", str(out), "--config", str(cfgs["herb"]), "--no-progress").code == 0
+    assert (
+        tcm(
+            "train",
+            "herb-rec",
+            "--data",
+            str(FIX),
+            "--out",
+            str(out),
+            "--config",
+            str(cfgs["herb"]),
+            "--no-progress",
+        ).code
+        == 0
+    )
     (out / "smgcn" / "mlp.safetensors").write_bytes(b"garbage")
     r = tcm("eval", "herb-rec", "--model", str(out), "--data", str(FIX))
     assert r.code == 2 and "SHA-256" in r.err
@@ -102,7 +143,18 @@ def test_corrupt_artifact_exits_2(tcm: Callable, tmp_path: Path, cfgs: dict[str,
 def test_deid_command(tcm: Callable, tmp_path: Path) -> None:
     src = tmp_path / "in.tsv"
     src.write_text("3\t王女士，电话13812345678，2023年5月6日初诊。处方：王不留行10g。\n", encoding="utf-8")
-    r = tcm("deid", str(src), str(tmp_path / "out.tsv"), "--date-mode", "year", "--json", "--audit", str(tmp_path / "a.jsonl"))
+    r = tcm(
+        "deid",
+        str(src),
+        str(tmp_path / "out.tsv"),
+        "--date-mode",
+        "year",
+        "--json",
+        "--audit",
+        str(tmp_path / "a.jsonl"),
+    )
     assert r.code == 0, r.err
     assert r.json_lines()[0]["replaced"] == {"date": 1, "name": 1, "phone": 1}
-    assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == "3\t[姓名]，电话[电话]，2023年初诊。处方：王不留行10g。\n"
+    assert (tmp_path / "out.tsv").read_text(
+        encoding="utf-8"
+    ) == "3\t[姓名]，电话[电话]，2023年初诊。处方：王不留行10g。\n"

@@ -30,7 +30,10 @@ def test_tcm_pd_counts_bad_rows_and_card() -> None:
     assert {b.line for b in rep.examples} == {4, 11, 21}
     card = ds.card.to_dict()
     assert card["splits"] == {"train": 237, "test": 60}
-    assert card["content_hash"].startswith("sha256:") and card["content_hash"] == load_tcm_pd(FIX).card.content_hash
+    assert (
+        card["content_hash"].startswith("sha256:")
+        and card["content_hash"] == load_tcm_pd(FIX).card.content_hash
+    )
     assert "research use only" in card["terms"]
 
 
@@ -38,7 +41,10 @@ def test_smgcn_mapping_with_crlf_and_bad_rows() -> None:
     ds = load_smgcn(FIX)
     assert len(ds.symptoms) == 12 and "咳嗽" in ds.symptoms and all(" " not in s for s in ds.symptoms)
     assert ds.report.skipped == 2
-    assert dict(ds.report.skipped_by_reason) == {"expected 2 tab-separated fields": 1, "herb id out of range": 1}
+    assert dict(ds.report.skipped_by_reason) == {
+        "expected 2 tab-separated fields": 1,
+        "herb id out of range": 1,
+    }
 
 
 def test_validation_is_carved_from_train_seeded_and_disjoint() -> None:
@@ -95,9 +101,27 @@ def test_case_jsonl_valid_and_invalid_lines() -> None:
     assert any(x.startswith("invalid field: metadata") for x in reasons)
 
 
-# ---- prescriptions ---------------------------------------------------------------------------------------------
+# ---- prescriptions -----------------------------------------------------------------------------
 
-LEX = HerbLexicon(["桂枝", "白芍", "甘草", "生姜", "大枣", "半夏", "神曲", "厚朴", "茯苓", "白术", "牡蛎", "龙骨", "瞿麦", "泽泻", "猪苓"])
+LEX = HerbLexicon(
+    [
+        "桂枝",
+        "白芍",
+        "甘草",
+        "生姜",
+        "大枣",
+        "半夏",
+        "神曲",
+        "厚朴",
+        "茯苓",
+        "白术",
+        "牡蛎",
+        "龙骨",
+        "瞿麦",
+        "泽泻",
+        "猪苓",
+    ]
+)
 
 
 def test_cn_numbers() -> None:
@@ -116,7 +140,13 @@ def test_classical_doses_and_prefixes() -> None:
     text = "某。呕吐。|炒半夏二钱，神曲炭钱半，厚朴一钱五分，生姜三片，大枣七枚|"
     (rx,) = extract_prescriptions(text, LEX)
     got = {h.name: (h.dose, h.unit) for h in rx.herbs}
-    assert got == {"半夏": (2, "钱"), "神曲": (1.5, "钱"), "厚朴": (1.5, "钱"), "生姜": (3, "片"), "大枣": (7, "枚")}
+    assert got == {
+        "半夏": (2, "钱"),
+        "神曲": (1.5, "钱"),
+        "厚朴": (1.5, "钱"),
+        "生姜": (3, "片"),
+        "大枣": (7, "枚"),
+    }
     assert next(h for h in rx.herbs if h.name == "半夏").surface == "炒半夏"
     assert next(h for h in rx.herbs if h.name == "半夏").dose_g == 6
 
