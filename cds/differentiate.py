@@ -118,6 +118,22 @@ class Index:
             key = tuple(f.symptom_id for f in sy.key if f.symptom_id)
             norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
             self.profiles[sy.id] = Profile(weights, roles, key, contra, norm)
+        # which syndromes a patient finding can change the score of (everything else keeps its baseline)
+        self.touch: dict[str, set[str]] = defaultdict(set)
+        self.key_of: dict[str, set[str]] = defaultdict(set)
+        for sid_, prof in self.profiles.items():
+            for f in prof.weights:
+                self.touch[f].add(sid_)
+                if f in self.broader:
+                    self.touch[self.broader[f]].add(sid_)  # patient 恶寒 gives partial credit to 恶寒重
+                for child in self.children.get(f, ()):
+                    self.touch[child].add(sid_)  # patient 恶寒重 gives credit to 恶寒
+                if f in self.opposite:
+                    self.touch[self.opposite[f]].add(sid_)
+            for f in prof.contra:
+                self.touch[f].add(sid_)
+            for f in prof.key:
+                self.key_of[f].add(sid_)
 
     def w(self, sid: str) -> float:
         return self.idf.get(sid, self.default_idf)
@@ -213,57 +229,83 @@ class Scored:
     syndrome: m.Syndrome
     logit: float
     cosine: float
-    supporting: list[dict[str, Any]]
-    missing: list[str]
-    contradicting: list[dict[str, Any]]
+    matched: list[tuple[str, str, float]]
+    contra: list[tuple[str, str]]  # (patient finding, "contra" or the profile finding it is the opposite of)
+    denied: list[str]
+    names: dict[str, str]
+
+    def evidence(self, idx: Index) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+        """Supporting findings, missing key findings and contradicting findings, for the answer."""
+        sym = idx.kb.symptoms
+        prof = idx.profiles[self.syndrome.id]
+        supporting = [{"finding": self.names.get(sid, sym[sid].name), "matches": sym[via].name, "role": prof.roles[via],
+                       "credit": credit} for sid, via, credit in self.matched]  # fmt: skip
+        hit = {via for _, via, _ in self.matched}
+        missing = [sym[k].name for k in prof.key if k not in hit]
+        contradicting = [{"finding": self.names.get(sid, sym[sid].name),
+                          "why": "argues against this syndrome" if what == "contra" else f"opposite of {sym[what].name}"}
+                         for sid, what in self.contra]  # fmt: skip
+        contradicting += [{"finding": f"无{sym[sid].name}", "why": "a key finding the patient denies"} for sid in self.denied]
+        return supporting, missing, contradicting
 
 
-def score(idx: Index, sy: m.Syndrome, f: Findings, p: dict[str, float]) -> Scored:
+@dataclass
+class Patient:
+    """The patient side of the scoring, computed once per request."""
+
+    findings: list[tuple[str, float, str | None, tuple[str, ...]]]  # (symptom id, weight, broader, children)
+    ids: set[str]
+    denied: set[str]
+    opposites: list[tuple[str, str]]  # (patient finding, its opposite)
+    norm: float
+    names: dict[str, str]
+
+
+def patient_side(idx: Index, f: Findings) -> Patient:
+    findings, sq = [], 0.0
+    for t in f.present:
+        w = idx.w(t.symptom_id)
+        sq += w * w
+        findings.append((t.symptom_id, w, idx.broader.get(t.symptom_id), tuple(idx.children.get(t.symptom_id, ()))))
+    ids = {t.symptom_id for t in f.present}
+    opposites = [(sid, idx.opposite[sid]) for sid in ids if sid in idx.opposite]
+    return Patient(findings, ids, {t.symptom_id for t in f.negated}, opposites, math.sqrt(sq),
+                   {t.symptom_id: t.name for t in f.present})  # fmt: skip
+
+
+def score(idx: Index, sy: m.Syndrome, f: Findings, p: dict[str, float], pt: Patient | None = None) -> Scored:
+    pt = pt or patient_side(idx, f)
     prof = idx.profiles[sy.id]
-    present = {t.symptom_id: t for t in f.present}
-    denied = {t.symptom_id for t in f.negated}
+    weights = prof.weights
     dot = 0.0
-    supporting = []
-    patient_sq = 0.0
-    for sid in present:
-        pw = idx.w(sid)
-        patient_sq += pw * pw
-        credit, via = 0.0, sid
-        if sid in prof.weights:
-            credit = 1.0
-        elif idx.broader.get(sid) in prof.weights:  # patient: 恶寒重, profile: 恶寒
-            via, credit = idx.broader[sid], 0.8
+    matched: list[tuple[str, str, float]] = []  # (patient finding, profile finding, credit)
+    for sid, pw, broader, kids in pt.findings:
+        w = weights.get(sid)
+        if w is not None:
+            dot += w * pw
+            matched.append((sid, sid, 1.0))
+        elif broader is not None and (w := weights.get(broader)) is not None:  # patient 恶寒重, profile 恶寒
+            dot += 0.8 * w * pw
+            matched.append((sid, broader, 0.8))
         else:
-            for child in idx.children.get(sid, ()):
-                if child in prof.weights:  # patient: 恶寒, profile: 恶寒重
-                    via, credit = child, 0.5
+            for child in kids:  # patient 恶寒, profile 恶寒重
+                w = weights.get(child)
+                if w is not None:
+                    dot += 0.5 * w * pw
+                    matched.append((sid, child, 0.5))
                     break
-        if credit:
-            dot += credit * prof.weights[via] * pw
-            supporting.append({"finding": present[sid].name, "matches": idx.kb.symptoms[via].name,
-                               "role": prof.roles[via], "credit": credit})  # fmt: skip
-    cosine = dot / (prof.norm * math.sqrt(patient_sq)) if patient_sq else 0.0
-    contradicting = []
-    penalty = 0.0
-    for sid in present:
-        if sid in prof.contra:
-            penalty += idx.w(sid)
-            contradicting.append({"finding": present[sid].name, "why": "argues against this syndrome"})
-        opp = idx.opposite.get(sid)
-        if opp and opp in prof.weights:
-            penalty += idx.w(sid)
-            contradicting.append({"finding": present[sid].name, "why": f"opposite of {idx.kb.symptoms[opp].name}"})
-    for sid in denied & set(prof.key):
-        penalty += idx.w(sid)
-        contradicting.append({"finding": f"无{idx.kb.symptoms[sid].name}", "why": "a key finding the patient denies"})
-    matched = {s["matches"] for s in supporting}
-    missing = [idx.kb.symptoms[k].name for k in prof.key if idx.kb.symptoms[k].name not in matched]
-    miss_frac = len(missing) / len(prof.key) if prof.key else 0.0
-    norm_pen = penalty / (math.sqrt(patient_sq) + 1.0)
-    logit = p["alpha"] * cosine - p["beta"] * norm_pen - p["miss"] * miss_frac
+    cosine = dot / (prof.norm * pt.norm) if pt.norm else 0.0
+    contra = [(sid, "contra") for sid in pt.ids & prof.contra]
+    contra += [(sid, opp) for sid, opp in pt.opposites if opp in weights]
+    denied = pt.denied.intersection(prof.key)
+    penalty = sum(idx.w(sid) for sid, _ in contra) + sum(idx.w(sid) for sid in denied)
+    hit_keys = {via for _, via, _ in matched}
+    n_missing = sum(1 for k in prof.key if k not in hit_keys)
+    miss_frac = n_missing / len(prof.key) if prof.key else 0.0
+    logit = p["alpha"] * cosine - p["beta"] * penalty / (pt.norm + 1.0) - p["miss"] * miss_frac
     if sy.disease_id in f.disease_hints:
         logit += p["gamma"]
-    return Scored(sy, logit, cosine, supporting, missing, contradicting)
+    return Scored(sy, logit, cosine, matched, contra, sorted(denied), pt.names)
 
 
 def _softmax(xs: list[float], t: float) -> list[float]:
@@ -314,15 +356,34 @@ def differentiate(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Sc
     return _differentiate(base, f, scorer, cases)
 
 
+def _score_pool(idx: Index, pool: list[m.Syndrome], f: Findings, p: dict[str, float]) -> dict[str, Scored]:
+    """Score every syndrome of the pool: in full where a finding touches it, else its baseline (no evidence)."""
+    touched: set[str] = set()
+    for t in f.present:
+        touched |= idx.touch.get(t.symptom_id, set())
+    for t in f.negated:
+        touched |= idx.key_of.get(t.symptom_id, set())
+    out = {}
+    pt = patient_side(idx, f)
+    for sy in pool:
+        if sy.id in touched:
+            out[sy.id] = score(idx, sy, f, p, pt)
+        else:
+            prof = idx.profiles[sy.id]
+            logit = -p["miss"] * (1.0 if prof.key else 0.0) + (p["gamma"] if sy.disease_id in f.disease_hints else 0.0)
+            out[sy.id] = Scored(sy, logit, 0.0, [], [], [], pt.names)
+    return out
+
+
 def _differentiate(base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None, cases: CaseIndex | None) -> dict[str, Any]:
     idx = index_for(base)
     p = params()
     pool = _pool(base, f)
-    scored = {sy.id: score(idx, sy, f, p) for sy in pool}
+    scored = _score_pool(idx, pool, f, p)
     notes = list(f.notes)
     if f.candidates:
         extra = [sy for sy in base.syndromes.values() if sy.id not in scored]
-        scored.update({sy.id: score(idx, sy, f, p) for sy in extra})
+        scored.update(_score_pool(idx, extra, f, p))
         mapping = _map_candidates(base, f, scored)
         chosen = [(c, sid, how) for c, sid, how in mapping]
         known = [(c, sid, how) for c, sid, how in chosen if sid is not None]
@@ -376,7 +437,8 @@ def _entry(base: kbmod.KnowledgeBase, s: Scored, prob: float, candidate: str | N
     sy = s.syndrome
     disease = base.diseases[sy.disease_id]
     formula = base.formulas[sy.formula_ids[0]].name if sy.formula_ids else None
-    paths = [[x["finding"], sy.name, sy.principle, formula] for x in s.supporting[:3] if formula]
+    supporting, missing, contradicting = s.evidence(index_for(base))
+    paths = [[x["finding"], sy.name, sy.principle, formula] for x in supporting[:3] if formula]
     out: dict[str, Any] = {
         "syndrome_id": sy.id,
         "name": sy.name,
@@ -388,9 +450,9 @@ def _entry(base: kbmod.KnowledgeBase, s: Scored, prob: float, candidate: str | N
         "treatment_principle": sy.principle,
         "formulas": [base.formulas[fid].name for fid in sy.formula_ids],
         "evidence": {
-            "supporting": s.supporting,
-            "missing_key": s.missing,
-            "contradicting": s.contradicting,
+            "supporting": supporting,
+            "missing_key": missing,
+            "contradicting": contradicting,
             "paths": paths,
             "similar_cases": [],
         },

@@ -1,0 +1,230 @@
+"""Syndrome differentiation and suggestion on the development vignettes (`eval/vignettes/*.jsonl`).
+
+The vignettes are the project's own, written from textbook knowledge in the style of clinic notes (paraphrased,
+noisy, incomplete). They are split by a hash of their id into a *tuning* half, on which the differentiation
+parameters (``cds/params.json``) are fitted, and a *report* half that is only scored. Reported:
+
+    top-1 / top-3 accuracy without the disease, and with the disease given (a syndrome counts only with its disease)
+    top-1 among 10 candidates (the true syndrome and 9 others: its siblings first, then its discipline; seeded)
+    safety: suggestions carrying a critical finding, over every vignette with the patient pregnant and not (must be 0)
+
+``python -m eval.syndromes [--fit] [--json]``; ``--fit`` refits the parameters on the tuning half and writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import kb as kbmod
+from cds import differentiate as dmod
+from cds.suggest import suggest
+
+VIGNETTES = Path(__file__).resolve().parent / "vignettes"
+
+
+def load_vignettes(folder: Path = VIGNETTES) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                row = json.loads(line)
+                row["_where"] = f"{path.name}:{n}"
+                rows.append(row)
+    return rows
+
+
+def split_of(row: dict[str, Any]) -> str:
+    h = int(hashlib.sha256(row["id"].encode()).hexdigest(), 16)
+    return "tune" if h % 2 == 0 else "report"
+
+
+def gold_ids(base: kbmod.KnowledgeBase, row: dict[str, Any]) -> set[str]:
+    """Syndrome ids matching the vignette's disease and syndrome names (a name may recur across disciplines)."""
+    out = set()
+    for d in base.diseases.values():
+        if d.name == row["disease"] and (not row.get("discipline") or d.discipline == row["discipline"]):
+            out |= {s for s in d.syndrome_ids if base.syndromes[s].name == row["syndrome"]}
+    return out
+
+
+def request(row: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    req: dict[str, Any] = {}
+    if row.get("text"):
+        req["text"] = row["text"]
+    if row.get("symptoms"):
+        req["symptoms"] = row["symptoms"]
+    return {**req, **extra}
+
+
+def candidates_for(base: kbmod.KnowledgeBase, gold: str, rng: random.Random, n: int = 10) -> list[str]:
+    sy = base.syndromes[gold]
+    disease = base.diseases[sy.disease_id]
+    siblings = [s for s in disease.syndrome_ids if s != gold]
+    same_disc = [s for s, x in base.syndromes.items() if base.diseases[x.disease_id].discipline == disease.discipline
+                 and s != gold and s not in siblings]  # fmt: skip
+    rng.shuffle(siblings)
+    rng.shuffle(same_disc)
+    others = (siblings + same_disc)[: n - 1]
+    names = [base.syndromes[s].name for s in [gold, *others]]
+    rng.shuffle(names)
+    return names
+
+
+def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 13) -> dict[str, Any]:
+    rng = random.Random(seed)
+    n = top1 = top3 = top1_d = top3_d = cand1 = 0
+    nll = 0.0
+    skipped = []
+    for row in rows:
+        gold = gold_ids(base, row)
+        if not gold:
+            skipped.append(row["id"])
+            continue
+        try:
+            free = dmod.differentiate(request(row, top_k=10), base)
+            given = dmod.differentiate(request(row, top_k=3, disease=row["disease"],
+                                               patient={"age_years": 6} if row.get("discipline") == "儿科" else None), base)  # fmt: skip
+        except Exception as exc:  # an unreadable vignette counts as a miss, reported
+            skipped.append(f"{row['id']}: {exc}")
+            n += 1
+            continue
+        n += 1
+        ranked = [d["syndrome_id"] for d in free["differentials"]]
+        top1 += ranked[:1] and ranked[0] in gold
+        top3 += bool(set(ranked[:3]) & gold)
+        p = next((d["score"] for d in free["differentials"] if d["syndrome_id"] in gold), 1e-4)
+        nll -= math.log(max(p, 1e-4))
+        ranked_d = [d["syndrome_id"] for d in given["differentials"]]
+        top1_d += bool(ranked_d[:1]) and ranked_d[0] in gold
+        top3_d += bool(set(ranked_d[:3]) & gold)
+        g = sorted(gold)[0]
+        cands = candidates_for(base, g, rng)
+        cres = dmod.differentiate(request(row, candidates=cands), base)
+        first = cres["differentials"][0]
+        cand1 += first.get("syndrome_id") in gold
+    pct = (lambda k: round(100.0 * k / n, 1)) if n else (lambda k: None)
+    return {
+        "vignettes": n, "top1": pct(top1), "top3": pct(top3), "top1_disease_given": pct(top1_d),
+        "top3_disease_given": pct(top3_d), "top1_among_10_candidates": pct(cand1),
+        "mean_nll": round(nll / n, 3) if n else None, "skipped": skipped,
+    }  # fmt: skip
+
+
+def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    total = critical = withheld = 0
+    for row in rows:
+        for pregnant in (True, False):
+            patient = {"pregnant": pregnant, "sex": "female", "age_years": 30}
+            try:
+                out = suggest(request(row, patient=patient), base)
+            except Exception:
+                continue
+            for s in out["suggestions"]:
+                total += 1
+                if s.get("withheld"):
+                    withheld += 1
+                elif s["review"]["summary"]["critical"]:
+                    critical += 1
+    return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld}
+
+
+GRID = {
+    "alpha": [8.0, 12.0, 16.0],
+    "beta": [3.0, 6.0, 10.0],
+    "gamma": [0.5, 1.5, 3.0],
+    "miss": [0.0, 1.0, 2.0],
+}
+
+
+def fit(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Grid search on the tuning half: maximise top-3 then top-1; then the temperature that minimises NLL."""
+    best: tuple[float, float, dict[str, float]] | None = None
+    for values in itertools.product(*GRID.values()):
+        p = dict(zip(GRID, values, strict=True))
+        dmod.params.cache_clear()
+        dmod.DEFAULT_PARAMS.update(p)
+        r = evaluate_fast(base, rows)
+        key = (r["top3"], r["top1"])
+        if best is None or key > best[:2]:
+            best = (*key, dict(p))
+    assert best is not None
+    dmod.DEFAULT_PARAMS.update(best[2])
+    best_t, best_nll = 1.0, float("inf")
+    for t in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0):
+        dmod.DEFAULT_PARAMS["temperature"] = t
+        nll = evaluate_fast(base, rows)["nll"]
+        if nll < best_nll:
+            best_t, best_nll = t, nll
+    return {**best[2], "temperature": best_t}
+
+
+def evaluate_fast(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, float]:
+    top1 = top3 = 0
+    nll = 0.0
+    for row in rows:
+        gold = gold_ids(base, row)
+        try:
+            out = dmod.differentiate(request(row, top_k=200), base)
+        except Exception:
+            continue
+        ranked = [d["syndrome_id"] for d in out["differentials"]]
+        top1 += bool(ranked) and ranked[0] in gold
+        top3 += bool(set(ranked[:3]) & gold)
+        p = next((d["score"] for d in out["differentials"] if d["syndrome_id"] in gold), 1e-4)
+        nll -= math.log(max(p, 1e-4))
+    n = max(len(rows), 1)
+    return {"top1": top1 / n, "top3": top3 / n, "nll": nll / n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m eval.syndromes")
+    ap.add_argument("--fit", action="store_true", help="refit cds/params.json on the tuning half")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-safety", action="store_true")
+    args = ap.parse_args(argv)
+    base = kbmod.default()
+    rows = load_vignettes()
+    tune = [r for r in rows if split_of(r) == "tune"]
+    report = [r for r in rows if split_of(r) == "report"]
+    if args.fit:
+        t = time.perf_counter()
+        params = fit(base, tune)
+        dmod.PARAMS_FILE.write_text(json.dumps({
+            "fitted_on": f"eval/vignettes tuning half ({len(tune)} vignettes, split by id hash)",
+            "kb_version": str(base.version), "params": params}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")  # fmt: skip
+        dmod.params.cache_clear()
+        print(f"fitted {params} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    out: dict[str, Any] = {
+        "kb_version": str(base.version),
+        "params": dmod.params(),
+        "tune": evaluate(base, tune),
+        "report": evaluate(base, report),
+    }
+    if not args.no_safety:
+        out["safety"] = safety(base, rows)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        for split in ("tune", "report"):
+            r = out[split]
+            print(f"{split:<7} n={r['vignettes']:<4} top1 {r['top1']}%  top3 {r['top3']}%  | disease given: top1 "
+                  f"{r['top1_disease_given']}%  top3 {r['top3_disease_given']}%  | top1 of 10 candidates "
+                  f"{r['top1_among_10_candidates']}%")
+        if "safety" in out:
+            s = out["safety"]
+            print(f"safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
+                  f"({s['withheld']} withheld)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
