@@ -21,7 +21,7 @@ NEGATION_CUES = ("否认", "没有", "未见", "未闻", "未有", "不伴", "�
 CLAUSE = re.compile(r"[，,。；;！!？?\n\r|]+")
 SPLIT_FINDINGS = re.compile(r"[、/和及与]+")
 _VARIANTS = (("舌质", "舌"), ("舌体", "舌"), ("脉象", "脉"), ("舌苔", "苔"))
-_FILLER = re.compile(r"^[\d\s一二三四五六七八九十余多个月天日年周次岁前后伴有见并且又时常偶感觉自诉患者主诉病史现症]+$")
+_FILLER = re.compile(r"^[\d\s.一二三四五六七八九十半余多个月天日年周次岁前后伴有见并且又时常偶感觉自诉患者主诉病史现症男女孩婴儿童性士]+$")
 
 
 @dataclass(frozen=True, slots=True)

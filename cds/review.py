@@ -80,6 +80,8 @@ class Review:
                 "item": it.index, "input": it.herb, "resolved": r.resolved, "herb_id": r.id, "name": r.name,
                 "form": r.form, "form_id": r.form_id, "dose_g": it.dose_g,
             }  # fmt: skip
+            if r.note:
+                row["note"] = r.note
             if it.count:
                 row["count"] = it.count
             if not r.resolved:
@@ -175,6 +177,20 @@ class Plan:
                     self.members[rule.kind][mem.herb_id].append((rule, mem))
 
 
+    def formula_parts(self, it: Item) -> list[Line]:
+        """The herbs of a formula written as one prescription item (六一散, 左金丸), checked one by one."""
+        r = self.kb.resolve(it.herb, "formula")
+        if not r.resolved or r.id is None:
+            return []
+        formula = self.kb.formulas[r.id]
+        out = []
+        for ing in formula.composition:
+            f = self.facts(ing.written)
+            via = f.res._replace(note=f"{formula.name} 的组成药 / an ingredient of {formula.name}")
+            # the item's dose is that of a powder or pill, not of a decoction: parts are not dose- or preparation-checked
+            out.append(Line(it._replace(dose_g=None), replace(f, res=via)))
+        return out
+
     def facts(self, name: str) -> Facts:
         hit = self._facts.get(name)
         if hit is not None:
@@ -254,7 +270,13 @@ def review(prescription: Prescription | dict[str, Any], kb: kbmod.KnowledgeBase 
     if len(plan.checks) != len(CHECKS):  # first use, or a check kind registered after the plan was made
         plan.checks = tuple((CHECKS.get(n), TRIGGERS.get(n)) for n in CHECKS)
     facts = plan.facts
-    lines = [Line(it, facts(it.herb)) for it in rx.items]
+    lines = []
+    for it in rx.items:
+        f = facts(it.herb)
+        if not f.res.resolved and (parts := plan.formula_parts(it)):
+            lines += parts  # a formula written as one item (六一散, 左金丸): its herbs are checked one by one
+        else:
+            lines.append(Line(it, f))
     present: set[str] = set()
     for ln in lines:
         present |= ln.facts.triggers
@@ -301,14 +323,20 @@ def check_unresolved(ctx: Context) -> list[Finding]:
     return out
 
 
+def _label(ln: Line) -> str:
+    """The item as written, and the herb inside it when the item is a formula written as one item."""
+    r = ln.facts.res
+    return ln.item.herb if r.input == ln.item.herb else f"{ln.item.herb}（{r.name}）"
+
+
 def _pair_check(kind: str) -> Check:
     def check(ctx: Context) -> list[Finding]:
         hits: dict[str, dict[str, set[int]]] = {}
         rules: dict[str, m.Rule] = {}
-        for ln in ctx.lines:
+        for pos, ln in enumerate(ctx.lines):
             for rule, side in ln.facts.pairs:
                 if rule.kind == kind:
-                    hits.setdefault(rule.id, {"a": set(), "b": set()})[side].add(ln.item.index)
+                    hits.setdefault(rule.id, {"a": set(), "b": set()})[side].add(pos)
                     rules[rule.id] = rule
         if not hits:
             return []
@@ -317,20 +345,24 @@ def _pair_check(kind: str) -> Check:
             if not sides["a"] or not sides["b"]:
                 continue
             rule = rules[rid]
-            for ia in sorted(sides["a"]):
-                for ib in sorted(sides["b"]):
-                    if ia == ib:
+            for pa in sorted(sides["a"]):
+                for pb in sorted(sides["b"]):
+                    if pa == pb:
                         continue
-                    a, b = ctx.rx.items[ia].herb, ctx.rx.items[ib].herb
+                    la, lb = ctx.lines[pa], ctx.lines[pb]
+                    ia, ib = la.item.index, lb.item.index
+                    a, b = la.item.herb, lb.item.herb
+                    na, nb = _label(la), _label(lb)
                     out.append(
                         Finding(
-                            rule_id=rule.id, kind=kind, severity=rule.severity, herbs=(a, b),
-                            message_zh=f"{a} 与 {b}：{rule.message_zh}", message_en=f"{a} with {b}: {rule.message_en}",
-                            source=rule.source, items=(ia, ib), detail={"note": rule.note} if rule.note else {},
+                            rule_id=rule.id, kind=kind, severity=rule.severity, herbs=(a,) if ia == ib else (a, b),
+                            message_zh=f"{na} 与 {nb}：{rule.message_zh}", message_en=f"{na} with {nb}: {rule.message_en}",
+                            source=rule.source, items=(ia,) if ia == ib else (ia, ib),
+                            detail={"note": rule.note} if rule.note else {},
                             suggestions=(
                                 {"label": f"删除 {b} / remove {b}", "action": "remove", "item": ib},
                                 {"label": f"删除 {a} / remove {a}", "action": "remove", "item": ia},
-                            ),
+                            ) if ia != ib else ({"label": f"删除 {a} / remove {a}", "action": "remove", "item": ia},),
                         )  # fmt: skip
                     )
         return out
@@ -495,16 +527,13 @@ def check_toxic(ctx: Context) -> list[Finding]:
 
 @CHECKS.register("duplicate")
 def check_duplicate(ctx: Context) -> list[Finding]:
-    ids = [ln.facts.res.id for ln in ctx.lines if ln.facts.res.id]
-    if len(set(ids)) == len(ids):
-        return []
     groups: dict[str, list[Line]] = defaultdict(list)
     for ln in ctx.lines:
         if ln.res.resolved and ln.res.id:
             groups[ln.res.id].append(ln)
     out = []
     for hid, lns in groups.items():
-        if len(lns) < 2:
+        if len({ln.item.index for ln in lns}) < 2:  # twice inside one formula written as one item is the formula's
             continue
         herb = ctx.kb.herbs[hid]
         written = tuple(ln.item.herb for ln in lns)
@@ -530,7 +559,7 @@ def check_preparation(ctx: Context) -> list[Finding]:
     for ln in ctx.lines:
         safety = ln.facts.safety
         need = safety.preparation if safety is not None else None
-        if not need:
+        if not need or ln.facts.res.input != ln.item.herb:  # a herb inside a formula written as one item
             continue
         stated = ln.item.preparation or ""
         if need in stated:
