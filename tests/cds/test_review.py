@@ -167,3 +167,11 @@ def test_fhir_invalid_resource_is_input_error(fixture_kb: kb.KnowledgeBase) -> N
         review({"resourceType": "MedicationRequest", "status": "draft", "intent": "order",
                 "subject": "Patient/1", "medicationReference": {"reference": "#m"}}, fixture_kb)  # fmt: skip
     assert "invalid FHIR MedicationRequest" in str(exc.value) and "subject" in str(exc.value)
+
+
+def test_a_formula_written_as_one_item_is_checked_herb_by_herb(fixture_kb: kb.KnowledgeBase) -> None:
+    rv = review(rx(("四君子汤", 30), ("五灵脂", 6), patient=NOT_PREGNANT), fixture_kb)
+    (f,) = kinds(rv, "antagonism")  # 四君子汤 contains 人参: 人参 x 五灵脂
+    assert set(f.herbs) == {"四君子汤", "五灵脂"}
+    assert not kinds(rv, "unresolved")
+    assert any(row["input"] == "四君子汤" and row["name"] == "人参" for row in rv.resolution)
