@@ -174,26 +174,19 @@ def parse(raw: Any) -> Prescription:
         raise InputError("`items` is empty: nothing to review", "items")
     items = []
     for i, it in enumerate(items_raw):
-        where = f"items[{i}]"
-        if not isinstance(it, dict):
-            raise InputError(f"expected an object with `herb` and `dose`, got {type(it).__name__}", where)
-        herb = it.get("herb")
-        if not isinstance(herb, str) or not herb.strip():
-            raise InputError("empty or missing herb name", f"{where}.herb")
-        dose_g = count = None
-        dose_text = it.get("dose")
-        if it.get("dose_g") is not None:
-            dose_g = _number(it["dose_g"], f"{where}.dose_g")
-            if dose_text is not None:
-                g, _ = parse_dose(dose_text, f"{where}.dose")
-                if g is not None and abs(g - dose_g) > 1e-6:
-                    raise InputError(f"dose {dose_text!r} disagrees with dose_g {dose_g:g}", f"{where}.dose")
-        elif dose_text is not None:
-            dose_g, count = parse_dose(dose_text, f"{where}.dose")
-        prep = it.get("preparation")
-        if prep is not None and not isinstance(prep, str):
-            raise InputError(f"expected a string such as '先煎', got {prep!r}", f"{where}.preparation")
-        items.append(Item(i, herb, dose_g, count, dose_text, prep.strip() if prep else None))
+        # fast path for the common item shapes ({herb, dose} / {herb, dose_g}), memoised by their values
+        if type(it) is dict and len(it) == 2:
+            herb, dose = it.get("herb"), it.get("dose", _NO)
+            key = (herb, dose) if dose is not _NO else (herb, "g", it.get("dose_g", _NO))
+            hit = _ITEM_MEMO.get(key) if type(herb) is str else None
+            if hit is not None:
+                items.append(hit._replace(index=i))
+                continue
+        item = _parse_item(i, it)
+        if type(it) is dict and len(it) == 2 and len(_ITEM_MEMO) < 50_000:
+            herb, dose = it.get("herb"), it.get("dose", _NO)
+            _ITEM_MEMO[(herb, dose) if dose is not _NO else (herb, "g", it.get("dose_g", _NO))] = item
+        items.append(item)
     days = raw.get("days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days <= 0):
         raise InputError(f"expected a positive whole number of days, got {days!r}", "days")
@@ -202,3 +195,31 @@ def parse(raw: Any) -> Prescription:
         raise InputError(f"expected one of {', '.join(SETTINGS)}, got {setting!r}", "setting")
     rid = raw.get("id")
     return Prescription(tuple(items), _patient(raw.get("patient")), days, setting, str(rid) if rid is not None else None)
+
+
+_NO = object()
+_ITEM_MEMO: dict[tuple[Any, ...], Item] = {}
+
+
+def _parse_item(i: int, it: Any) -> Item:
+    """One item, validated; raises InputError naming the item and field."""
+    where = f"items[{i}]"
+    if not isinstance(it, dict):
+        raise InputError(f"expected an object with `herb` and `dose`, got {type(it).__name__}", where)
+    herb = it.get("herb")
+    if not isinstance(herb, str) or not herb.strip():
+        raise InputError("empty or missing herb name", f"{where}.herb")
+    dose_g = count = None
+    dose_text = it.get("dose")
+    if it.get("dose_g") is not None:
+        dose_g = _number(it["dose_g"], f"{where}.dose_g")
+        if dose_text is not None:
+            g, _ = parse_dose(dose_text, f"{where}.dose")
+            if g is not None and abs(g - dose_g) > 1e-6:
+                raise InputError(f"dose {dose_text!r} disagrees with dose_g {dose_g:g}", f"{where}.dose")
+    elif dose_text is not None:
+        dose_g, count = parse_dose(dose_text, f"{where}.dose")
+    prep = it.get("preparation")
+    if prep is not None and not isinstance(prep, str):
+        raise InputError(f"expected a string such as '先煎', got {prep!r}", f"{where}.preparation")
+    return Item(i, herb, dose_g, count, dose_text, prep.strip() if prep else None)
