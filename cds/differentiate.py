@@ -391,7 +391,7 @@ def _differentiate(base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None
         entries = []
         for (cand, sid, how), prob in zip(known, probs, strict=True):
             entries.append(_entry(base, scored[sid], prob, candidate=cand, how=how))  # type: ignore[index]
-        for cand, sid, how in chosen:
+        for cand, sid, _how in chosen:
             if sid is None:
                 entries.append({"candidate": cand, "name": cand, "syndrome_id": None, "aliases": [], "disease": None,
                                 "score": None, "treatment_principle": None, "resolved": False,

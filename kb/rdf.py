@@ -109,7 +109,7 @@ class _Exporter:
             value = getattr(model, field)
             nested = NESTED.get((type(model), field))
             if nested is not None:
-                child_model, child_cls, seg = nested
+                _child_model, child_cls, seg = nested
                 for i, child in enumerate(value):
                     child_iri = KBN[f"{seg}/{child.id}"] if seg else URIRef(f"{iri}/{field}/{i}")
                     g.add((iri, _pred(field), child_iri))
@@ -211,7 +211,7 @@ class _Exporter:
                 if field in src.model_fields_set:
                     self.field(si, field if field != "work" else "work", getattr(src, field))
         origin = origin_map(c)
-        for folder, (model_cls, cls, seg) in TOP_LEVEL.items():
+        for folder, (_model_cls, cls, seg) in TOP_LEVEL.items():
             for entry in getattr(c, folder):
                 iri = KBN[f"{seg}/{entry.id}"] if hasattr(entry, "id") else KBN[f"{seg}/{entry.name}"]
                 self.entity(entry, iri, cls)
@@ -373,7 +373,7 @@ class _Importer:
         """Content files: relative path -> YAML-ready data."""
         g = self.g
         files: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-        for folder, (model, cls, _) in TOP_LEVEL.items():
+        for _folder, (model, cls, _) in TOP_LEVEL.items():
             for iri in g.subjects(RDF.type, cls):
                 file = self.one(iri, TCM.contentFile)
                 if file is None:
@@ -526,4 +526,4 @@ def _binding(x: Any) -> dict[str, str]:
     return out
 
 
-__all__ = ["TCM", "KBN", "to_graph", "export", "import_file", "validate_shacl", "query", "prepare"]
+__all__ = ["KBN", "TCM", "export", "import_file", "prepare", "query", "to_graph", "validate_shacl"]

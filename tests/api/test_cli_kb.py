@@ -29,7 +29,7 @@ def test_lookup_file_json_lines_in_order(tcm, tmp_path: Path) -> None:
     assert g["dose_g"] == {"min": 2.0, "max": 10.0}
     assert not unknown["resolved"] and isinstance(unknown["candidates"], list)
     assert sym["kind"] == "symptom" and sym["name"] == "畏寒"
-    assert formula["kind"] == "formula" and [c["herb"] for c in formula["composition"]][0] == "桂枝"
+    assert formula["kind"] == "formula" and next(c["herb"] for c in formula["composition"]) == "桂枝"
 
 
 def test_lookup_herb_codes(tcm) -> None:

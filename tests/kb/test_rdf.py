@@ -27,7 +27,7 @@ def test_export_import_export_is_lossless(fixture_kb: kb.KnowledgeBase, tmp_path
     # the order that carries meaning survives: main formula first, composition order
     sy = reimported.syndromes["ganmao.fenghan-shubiao"]
     assert [reimported.formulas[f].name for f in sy.formula_ids] == ["麻黄汤", "桂枝汤"]
-    assert [i.written for i in reimported.formulas["guizhi-tang"].composition][0] == "桂枝"
+    assert next(i.written for i in reimported.formulas["guizhi-tang"].composition) == "桂枝"
     # inheritance survives: a form that did not set its dose still inherits
     assert "dose_g" not in reimported.forms["zhigancao"].own_fields
 
