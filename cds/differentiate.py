@@ -122,18 +122,18 @@ class Index:
         self.touch: dict[str, set[str]] = defaultdict(set)
         self.key_of: dict[str, set[str]] = defaultdict(set)
         for sid_, prof in self.profiles.items():
-            for f in prof.weights:
-                self.touch[f].add(sid_)
-                if f in self.broader:
-                    self.touch[self.broader[f]].add(sid_)  # patient 恶寒 gives partial credit to 恶寒重
-                for child in self.children.get(f, ()):
+            for fid in prof.weights:
+                self.touch[fid].add(sid_)
+                if fid in self.broader:
+                    self.touch[self.broader[fid]].add(sid_)  # patient 恶寒 gives partial credit to 恶寒重
+                for child in self.children.get(fid, ()):
                     self.touch[child].add(sid_)  # patient 恶寒重 gives credit to 恶寒
-                if f in self.opposite:
-                    self.touch[self.opposite[f]].add(sid_)
-            for f in prof.contra:
-                self.touch[f].add(sid_)
-            for f in prof.key:
-                self.key_of[f].add(sid_)
+                if fid in self.opposite:
+                    self.touch[self.opposite[fid]].add(sid_)
+            for fid in prof.contra:
+                self.touch[fid].add(sid_)
+            for fid in prof.key:
+                self.key_of[fid].add(sid_)
 
     def w(self, sid: str) -> float:
         return self.idf.get(sid, self.default_idf)
@@ -391,8 +391,8 @@ def _differentiate(base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None
         entries = []
         for (cand, sid, how), prob in zip(known, probs, strict=True):
             entries.append(_entry(base, scored[sid], prob, candidate=cand, how=how))  # type: ignore[index]
-        for cand, sid, _how in chosen:
-            if sid is None:
+        for cand, missing_id, _how in chosen:
+            if missing_id is None:
                 entries.append({"candidate": cand, "name": cand, "syndrome_id": None, "aliases": [], "disease": None,
                                 "score": None, "treatment_principle": None, "resolved": False,
                                 "evidence": {"supporting": [], "missing_key": [], "contradicting": [], "paths": [],

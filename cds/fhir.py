@@ -42,7 +42,7 @@ def _text(cc: Any) -> str | None:
 
 
 def _ingredients(med: Any, where: str, start: int) -> list[Item]:
-    items = []
+    items: list[Item] = []
     for j, ing in enumerate(med.ingredient or []):
         w = f"{where}.ingredient[{j}]"
         name = _text(getattr(ing, "itemCodeableConcept", None))

@@ -46,10 +46,10 @@ class Patient:
 
 
 class Item(NamedTuple):  # a NamedTuple: built once per item on the hot path, cheaper than a frozen dataclass
-    index: int
+    pos: int  # the item's place in the prescription
     herb: str  # as written
     dose_g: float | None
-    count: str | None  # a count dose as written (3枚), not dose-checked
+    count_text: str | None  # a count dose as written (3枚), not dose-checked
     dose_text: str | None
     preparation: str | None
 
@@ -180,7 +180,7 @@ def parse(raw: Any) -> Prescription:
             key = (herb, dose) if dose is not _NO else (herb, "g", it.get("dose_g", _NO))
             hit = _ITEM_MEMO.get(key) if type(herb) is str else None
             if hit is not None:
-                items.append(hit._replace(index=i))
+                items.append(hit._replace(pos=i))
                 continue
         item = _parse_item(i, it)
         if type(it) is dict and len(it) == 2 and len(_ITEM_MEMO) < 50_000:

@@ -77,13 +77,13 @@ class Review:
         for ln in self.lines:
             r, it = ln.facts.res, ln.item
             row: dict[str, Any] = {
-                "item": it.index, "input": it.herb, "resolved": r.resolved, "herb_id": r.id, "name": r.name,
+                "item": it.pos, "input": it.herb, "resolved": r.resolved, "herb_id": r.id, "name": r.name,
                 "form": r.form, "form_id": r.form_id, "dose_g": it.dose_g,
             }  # fmt: skip
             if r.note:
                 row["note"] = r.note
-            if it.count:
-                row["count"] = it.count
+            if it.count_text:
+                row["count"] = it.count_text
             if not r.resolved:
                 row["candidates"] = list(r.candidates)
             rows.append(row)
@@ -209,7 +209,7 @@ class Plan:
                 pairs=tuple((rule, side) for rule, side, mem in self.pairs.get(r.id, ()) if matches(mem, r)),
                 members={kind: rules for kind, by in self.members.items()
                          if (rules := tuple(rule for rule, mem in by.get(r.id, ()) if matches(mem, r)))},
-                fact_id={fld: (r.form_id if fld in own else r.id) for fld in ("pregnancy", "dose_g", "preparation")},
+                fact_id={fld: str(r.form_id if fld in own else r.id) for fld in ("pregnancy", "dose_g", "preparation")},
             )  # fmt: skip
             f = replace(f, triggers=_triggers(f))
         if len(self._facts) < 100_000:
@@ -317,7 +317,7 @@ def check_unresolved(ctx: Context) -> list[Finding]:
                 message_zh=f"无法识别药名“{ln.item.herb}”{why}，未对其做安全审核；候选：{cands}",
                 message_en=f"Unknown herb name '{ln.item.herb}': it was not safety-checked; candidates: "
                 f"{', '.join(ln.res.candidates) or 'none'}",
-                source=None, items=(ln.item.index,), detail={"candidates": list(ln.res.candidates)},
+                source=None, items=(ln.item.pos,), detail={"candidates": list(ln.res.candidates)},
             )  # fmt: skip
         )
     return out
@@ -350,7 +350,7 @@ def _pair_check(kind: str) -> Check:
                     if pa == pb:
                         continue
                     la, lb = ctx.lines[pa], ctx.lines[pb]
-                    ia, ib = la.item.index, lb.item.index
+                    ia, ib = la.item.pos, lb.item.pos
                     a, b = la.item.herb, lb.item.herb
                     na, nb = _label(la), _label(lb)
                     out.append(
@@ -396,9 +396,9 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
                 Finding(
                     rule_id=rid, kind="pregnancy", severity=PREGNANCY_SEVERITY[cls], herbs=(ln.item.herb,),
                     message_zh=f"{ln.item.herb}：孕妇{cls}", message_en=f"{ln.item.herb}: {_preg_en(cls)} in pregnancy",
-                    source=src, items=(ln.item.index,), detail={"pregnancy": cls},
+                    source=src, items=(ln.item.pos,), detail={"pregnancy": cls},
                     suggestions=({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
-                                  "item": ln.item.index},),
+                                  "item": ln.item.pos},),
                 )  # fmt: skip
             )
         elif cls == "禁用":
@@ -408,7 +408,7 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
                     message_zh=f"{ln.item.herb}：孕妇禁用；患者是否妊娠未知，请确认",
                     message_en=f"{ln.item.herb} is forbidden in pregnancy and the patient's pregnancy status is unknown: "
                     "confirm before signing",
-                    source=src, items=(ln.item.index,), detail={"pregnancy": cls, "confirm_pregnancy": True},
+                    source=src, items=(ln.item.pos,), detail={"pregnancy": cls, "confirm_pregnancy": True},
                 )  # fmt: skip
             )
     return out
@@ -431,28 +431,28 @@ def check_dose(ctx: Context) -> list[Finding]:
             continue
         rid = f"dose.{ln.facts.fact_id['dose_g']}"
         rng = f"{_fmt(lo)}–{_fmt(hi)} g"
-        common = {"rule_id": rid, "kind": "dose", "herbs": (ln.item.herb,), "source": ln.facts.source,
-                  "items": (ln.item.index,), "detail": {"dose_g": d, "range_g": [lo, hi], "toxicity": ln.safety.toxicity}}
+        detail = {"dose_g": d, "range_g": [lo, hi], "toxicity": safety.toxicity}
         set_dose = {"label": f"{ln.item.herb} 调整为 {_fmt(hi)} g / set {ln.item.herb} to {_fmt(hi)} g",
-                    "action": "set_dose", "item": ln.item.index, "dose_g": hi}  # fmt: skip
+                    "action": "set_dose", "item": ln.item.pos, "dose_g": hi}  # fmt: skip
         if d > hi + 1e-9:
-            toxic = ln.safety.toxicity is not None
+            toxic = safety.toxicity is not None
             out.append(
                 Finding(
-                    severity=m.Severity.CRITICAL if toxic else m.Severity.WARNING,
+                    rule_id=rid, kind="dose", severity=m.Severity.CRITICAL if toxic else m.Severity.WARNING,
+                    herbs=(ln.item.herb,), source=ln.facts.source, items=(ln.item.pos,), detail=detail,
                     message_zh=f"{ln.item.herb} {_fmt(d)} g 超过常用量上限（{rng}）" + ("，为有毒药物" if toxic else ""),
                     message_en=f"{ln.item.herb} {_fmt(d)} g is above the {'toxic herb' if toxic else 'usual'} "
                     f"daily range ({rng})",
-                    suggestions=(set_dose,), **common,
+                    suggestions=(set_dose,),
                 )  # fmt: skip
             )
-        elif d < lo - 1e-9:
+        else:
             out.append(
                 Finding(
-                    severity=m.Severity.INFO,
+                    rule_id=rid, kind="dose", severity=m.Severity.INFO, herbs=(ln.item.herb,), source=ln.facts.source,
+                    items=(ln.item.pos,), detail=detail,
                     message_zh=f"{ln.item.herb} {_fmt(d)} g 低于常用量（{rng}）",
                     message_en=f"{ln.item.herb} {_fmt(d)} g is below the usual daily range ({rng})",
-                    **common,
                 )  # fmt: skip
             )
     return out
@@ -480,24 +480,24 @@ def check_toxic(ctx: Context) -> list[Finding]:
                         msg_zh += f"；本处方总量 {_fmt(total)} g 超过 {limit_days} 日极量 {_fmt(cap)} g"
                         msg_en += f"; this prescription's total {_fmt(total)} g exceeds {limit_days} days' maximum {_fmt(cap)} g"
                 if kind == "banned":
-                    banned_items.add(ln.item.index)
+                    banned_items.add(ln.item.pos)
                 out.append(
                     Finding(
                         rule_id=rule.id, kind="toxic", severity=sev, herbs=(ln.item.herb,), message_zh=msg_zh,
-                        message_en=msg_en, source=rule.source, items=(ln.item.index,), detail=detail,
+                        message_en=msg_en, source=rule.source, items=(ln.item.pos,), detail=detail,
                         override_allowed=kind != "banned",
                         suggestions=({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
-                                      "item": ln.item.index},),
+                                      "item": ln.item.pos},),
                     )  # fmt: skip
                 )
     for ln in ctx.lines:
         safety = ln.facts.safety
-        if safety is None or safety.internal_use == "allowed" or ln.item.index in banned_items:
+        if safety is None or safety.internal_use == "allowed" or ln.item.pos in banned_items:
             continue
         use = safety.internal_use
         src = ln.facts.source
         rid = f"internal_use.{ln.res.form_id or ln.res.id}"
-        remove = ({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove", "item": ln.item.index},)
+        remove = ({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove", "item": ln.item.pos},)
         if use == "processed_only":
             explicit_raw = ln.res.raw
             out.append(
@@ -509,7 +509,7 @@ def check_toxic(ctx: Context) -> list[Finding]:
                     message_en=(f"{ln.item.herb} is the raw drug and must be processed before internal use" if explicit_raw
                                 else f"{ln.item.herb} as written is the raw drug; internal use needs the processed form: "
                                 "write the processed form"),
-                    source=src, items=(ln.item.index,), detail={"internal_use": use}, suggestions=remove,
+                    source=src, items=(ln.item.pos,), detail={"internal_use": use}, suggestions=remove,
                 )  # fmt: skip
             )
         elif use in ("external_only", "banned"):
@@ -518,7 +518,7 @@ def check_toxic(ctx: Context) -> list[Finding]:
                     rule_id=rid, kind="toxic", severity=m.Severity.CRITICAL, herbs=(ln.item.herb,),
                     message_zh=f"{ln.item.herb}：" + ("只供外用，不可内服" if use == "external_only" else "已禁止药用"),
                     message_en=f"{ln.item.herb}: " + ("external use only" if use == "external_only" else "banned from use"),
-                    source=src, items=(ln.item.index,), detail={"internal_use": use}, override_allowed=False,
+                    source=src, items=(ln.item.pos,), detail={"internal_use": use}, override_allowed=False,
                     suggestions=remove,
                 )  # fmt: skip
             )
@@ -533,7 +533,7 @@ def check_duplicate(ctx: Context) -> list[Finding]:
             groups[ln.res.id].append(ln)
     out = []
     for hid, lns in groups.items():
-        if len({ln.item.index for ln in lns}) < 2:  # twice inside one formula written as one item is the formula's
+        if len({ln.item.pos for ln in lns}) < 2:  # twice inside one formula written as one item is the formula's
             continue
         herb = ctx.kb.herbs[hid]
         written = tuple(ln.item.herb for ln in lns)
@@ -545,9 +545,9 @@ def check_duplicate(ctx: Context) -> list[Finding]:
                 rule_id="duplicate", kind="duplicate", severity=m.Severity.WARNING, herbs=written,
                 message_zh=f"{'、'.join(written)}：同一药物{herb.name}{what_zh}",
                 message_en=f"{', '.join(written)}: {herb.name} {what_en}",
-                source=_regulation(ctx.kb, "chufang-dianping"), items=tuple(ln.item.index for ln in lns),
+                source=_regulation(ctx.kb, "chufang-dianping"), items=tuple(ln.item.pos for ln in lns),
                 suggestions=tuple({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
-                                   "item": ln.item.index} for ln in lns[1:]),
+                                   "item": ln.item.pos} for ln in lns[1:]),
             )  # fmt: skip
         )
     return out
@@ -572,7 +572,7 @@ def check_preparation(ctx: Context) -> list[Finding]:
         out.append(
             Finding(
                 rule_id=rid, kind="preparation", severity=sev, herbs=(ln.item.herb,), message_zh=zh, message_en=en,
-                source=ln.facts.source, items=(ln.item.index,), detail={"required": need, "stated": stated or None},
+                source=ln.facts.source, items=(ln.item.pos,), detail={"required": need, "stated": stated or None},
             )  # fmt: skip
         )
     return out
@@ -601,7 +601,7 @@ def check_duration(ctx: Context) -> list[Finding]:
                     Finding(
                         rule_id=rule.id, kind="duration", severity=rule.severity, herbs=(ln.item.herb,),
                         message_zh=f"{ln.item.herb}：{rule.message_zh}", message_en=f"{ln.item.herb}: {rule.message_en}",
-                        source=rule.source, items=(ln.item.index,), detail={"days": days, "alone": alone},
+                        source=rule.source, items=(ln.item.pos,), detail={"days": days, "alone": alone},
                     )  # fmt: skip
                 )
     return out
@@ -623,7 +623,7 @@ def check_population(ctx: Context) -> list[Finding]:
                 rule_id="population.age-toxic", kind="population", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
                 message_zh=f"{ln.item.herb}（{ln.safety.toxicity}）用于{group_zh}：剂量范围按成人制定，须酌减并密切观察",
                 message_en=f"{ln.item.herb} ({ln.safety.toxicity}) for {group_en}: dose ranges are for adults; reduce and monitor",
-                source=_regulation(ctx.kb, "chufang-shenhe"), items=(ln.item.index,), detail={"age_years": age},
+                source=_regulation(ctx.kb, "chufang-shenhe"), items=(ln.item.pos,), detail={"age_years": age},
             )  # fmt: skip
         )
     return out

@@ -68,9 +68,8 @@ def _rx(items: list[dict[str, Any]], patient: dict[str, Any] | None) -> dict[str
         if it["dose_g"] is not None:
             entry["dose_g"] = it["dose_g"]
         elif it["amount"]:
-            entry["dose"] = it["amount"] if it["amount"][-1] in "枚片个只条粒" else None
-            if entry["dose"] is None:
-                del entry["dose"]
+            if it["amount"][-1] in "枚片个只条粒":
+                entry["dose"] = it["amount"]
         if it.get("note"):
             entry["preparation"] = it["note"]
         out.append(entry)
@@ -92,6 +91,7 @@ def _adapt(base: kbmod.KnowledgeBase, items: list[dict[str, Any]], patient: dict
                                 "reason": f.message_zh})  # fmt: skip
             items[i] = {**items[i], "dose_g": hi}
             continue
+        drop: dict[str, Any] | None
         if f.kind in ("incompatibility", "antagonism"):
             pair = [items[i] for i in f.items]
             pair.sort(key=lambda it: (it["origin"] != "modification", -ROLE_RANK.get(it["role"], 5)))

@@ -38,7 +38,7 @@ except AttributeError:  # pragma: no cover
 try:  # yaml-rs (Rust) parses our content ~13x faster than PyYAML with identical results (a test checks this)
     import yaml_rs as _fast_yaml
 except ImportError:  # pragma: no cover - optional accelerator
-    _fast_yaml = None
+    _fast_yaml = None  # type: ignore[assignment]
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 

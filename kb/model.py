@@ -18,7 +18,8 @@ class _Record:
     __slots__ = ()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (self.__class__, tuple(getattr(self, f) for f in self.__slots__))  # type: ignore[attr-defined]
+        fields: tuple[str, ...] = self.__slots__  # type: ignore[attr-defined]
+        return (self.__class__, tuple(getattr(self, name) for name in fields))
 
 
 class Severity(str, Enum):

@@ -248,7 +248,7 @@ def export(kb: KnowledgeBase, fmt: str, out: Path) -> int:
     if fmt not in fmts:
         raise RDFError(f"unknown RDF format {fmt!r}; use one of: ttl, jsonld")
     g = to_graph(kb)
-    data = g.serialize(format=fmts[fmt], **({"auto_compact": True} if fmts[fmt] == "json-ld" else {}))
+    data = g.serialize(format=fmts[fmt], **({"auto_compact": True} if fmts[fmt] == "json-ld" else {}))  # type: ignore[call-overload]
     _atomic_write(out, data.encode("utf-8") if isinstance(data, str) else data)
     return len(g)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from kb.errors import UnknownEntityError
 
@@ -19,6 +19,12 @@ class Registry(Generic[T]):
     def __init__(self, what: str):
         self.what = what
         self._items: dict[str, T | str] = {}
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, item: T | str) -> T | str: ...
 
     def register(self, name: str, item: T | str | None = None) -> Callable[[T], T] | T | str:
         """``registry.register("name", obj)``, ``registry.register("name", "pkg.mod:attr")`` or as a decorator."""
