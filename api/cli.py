@@ -24,7 +24,9 @@ from kb.errors import TCMError
 
 logger = logging.getLogger(__name__)
 
-COMMAND_MODULES = ("api.cli_kb", "api.cli_check", "api.cli_clinical", "api.cli_research", "api.cli_serve")
+COMMAND_MODULES = (
+    "api.cli_kb", "api.cli_check", "api.cli_clinical", "api.cli_research", "api.cli_serve", "api.cli_cases",
+)  # fmt: skip
 
 
 class UsageError(TCMError, ValueError):
