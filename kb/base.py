@@ -527,36 +527,51 @@ def default_data_dir() -> Path:
 
 
 def _compiled_graph(base: KnowledgeBase) -> nx.MultiDiGraph:
-    import gc
-    import pickle
-
     from kb.graph import build_graph
 
     path = cache_dir() / f"kb-{base.version.content_hash}-{_code_hash()}.graph.pickle"
     use_cache = os.environ.get("TCM_KB_CACHE", "1") != "0"
-    if use_cache and path.is_file():
-        gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
-            with path.open("rb") as fh:
-                g = pickle.load(fh)
-            return g  # type: ignore[no-any-return]
-        except Exception:
-            logger.info("ignoring unreadable graph cache %s", path.name)
-        finally:
-            if gc_was_on:
-                gc.enable()
-    g = build_graph(base)
-    if use_cache:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with tmp.open("wb") as fh:
-                pickle.dump(g, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.replace(path)
-        except OSError as exc:
-            logger.info("graph cache not written: %s", exc)
+    g = _read_pickle(path) if use_cache else None
+    if g is None:
+        g = build_graph(base)
+        if use_cache:
+            _write_pickle(path, g)
     return g
+
+
+def _read_pickle(path: Path) -> Any:
+    """A compiled object from the cache, or None when absent or unreadable (it is then rebuilt)."""
+    import gc
+    import pickle
+
+    if not path.is_file():
+        return None
+    gc_was_on = gc.isenabled()
+    gc.disable()  # hundreds of thousands of small objects: the collector would rescan them again and again
+    try:
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+    except Exception:  # a stale, partial or foreign cache file
+        logger.info("ignoring unreadable cache file %s", path.name)
+        return None
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _write_pickle(path: Path, obj: Any) -> None:
+    """Write a compiled object atomically (a reader never sees half a file); a cache that cannot be written is
+    only logged."""
+    import pickle
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    except OSError as exc:
+        logger.info("cache not written: %s", exc)
 
 
 @functools.cache
@@ -582,44 +597,23 @@ def load(data_dir: Path | str | None = None, *, cache: bool = True) -> Knowledge
     YAML parsing and validation; any change to either rebuilds it. ``cache=False`` always builds.
     ``TCM_KB_CACHE=0`` turns the cache off.
     """
-    import pickle
-
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     if not path.is_dir():
         raise ContentError(f"{path}: knowledge-base directory not found")
     digest = content_hash(path)
     cache = cache and os.environ.get("TCM_KB_CACHE", "1") != "0"
     cached = cache_dir() / f"kb-{digest}-{_code_hash()}.pickle"
-    if cache and cached.is_file():
-        try:
-            import gc
-
-            gc_was_on = gc.isenabled()
-            gc.disable()  # hundreds of thousands of small objects: the collector would rescan them again and again
-            try:
-                with cached.open("rb") as fh:
-                    base = pickle.load(fh)
-            finally:
-                if gc_was_on:
-                    gc.enable()
-            if isinstance(base, KnowledgeBase) and base.version.content_hash == digest:
-                base.data_dir = path
-                return base
-        except Exception:  # a stale, partial or foreign cache file is rebuilt
-            logger.info("ignoring unreadable knowledge-base cache %s", cached.name)
+    if cache:
+        base = _read_pickle(cached)
+        if isinstance(base, KnowledgeBase) and base.version.content_hash == digest:
+            base.data_dir = path
+            return base
     from kb.loader import load_content
 
     content = load_content(path, keep_going=True)
     base = KnowledgeBase(content, path, digest)
     if cache:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            with tmp.open("wb") as fh:
-                pickle.dump(base, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.replace(cached)
-        except OSError as exc:
-            logger.info("knowledge-base cache not written: %s", exc)
+        _write_pickle(cached, base)
     return base
 
 
