@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: prove the built-in knowledge base loads and validates, then print its statistics.
-# (When the HTTP API lands this becomes `tcm serve`.)
+# The main job: the HTTP API (REST, CDS Hooks) on loopback with the built-in knowledge base and an embedded
+# SQLite database under var/; the first start prints a development token (see README).
 run: install
 	$(TCM) kb validate
-	$(TCM) kb stats
+	$(TCM) serve --dev --host 127.0.0.1 --port 8000
 
 test: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider

@@ -56,13 +56,24 @@ class Env:
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
-    def jwt(self, aud: str | None = None, service: str | None = SIGN, alg: str = "ES384", header: dict[str, Any] | None = None,
-            **claims: Any) -> str:  # fmt: skip
+    def jwt(
+        self,
+        aud: str | None = None,
+        service: str | None = SIGN,
+        alg: str = "ES384",
+        header: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
         from joserfc import jwt
 
         now = int(time.time())
-        base = {"iss": ISSUER, "aud": aud or f"{BASE}/cds-services" + (f"/{service}" if service else ""),
-                "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}  # fmt: skip
+        base = {
+            "iss": ISSUER,
+            "aud": aud or f"{BASE}/cds-services" + (f"/{service}" if service else ""),
+            "iat": now,
+            "exp": now + 300,
+            "jti": str(uuid.uuid4()),
+        }
         base.update(claims)
         base = {k: v for k, v in base.items() if v is not None}
         key = self.keys.es if alg == "ES384" else self.keys.rs
@@ -70,7 +81,10 @@ class Env:
         return jwt.encode(hdr, base, key, algorithms=[alg])
 
     def cds(self, service: str | None = SIGN, feedback: bool = False, **kw: Any) -> dict[str, str]:
-        kw.setdefault("aud", f"{BASE}/cds-services" + (f"/{service}" if service else "") + ("/feedback" if feedback else ""))
+        kw.setdefault(
+            "aud",
+            f"{BASE}/cds-services" + (f"/{service}" if service else "") + ("/feedback" if feedback else ""),
+        )
         return {"Authorization": f"Bearer {self.jwt(**kw)}"}
 
 
@@ -82,8 +96,10 @@ def keys() -> Keys:
     if _KEYS is None:
         from joserfc.jwk import ECKey, RSAKey
 
-        _KEYS = Keys(ECKey.generate_key("P-384", parameters={"kid": "es-1", "alg": "ES384", "use": "sig"}),
-                     RSAKey.generate_key(2048, parameters={"kid": "rs-1", "alg": "RS384", "use": "sig"}))  # fmt: skip
+        _KEYS = Keys(
+            ECKey.generate_key("P-384", parameters={"kid": "es-1", "alg": "ES384", "use": "sig"}),
+            RSAKey.generate_key(2048, parameters={"kid": "rs-1", "alg": "RS384", "use": "sig"}),
+        )
     return _KEYS
 
 
@@ -97,8 +113,13 @@ def fixture_kb() -> kb.KnowledgeBase:
     return _KB
 
 
-def build(tmp: Path, knowledge: Any = None, jwks_transport: Any = None, issuers: list[dict[str, Any]] | None = None,
-          **overrides: Any) -> Env:  # fmt: skip
+def build(
+    tmp: Path,
+    knowledge: Any = None,
+    jwks_transport: Any = None,
+    issuers: list[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> Env:
     tmp.mkdir(parents=True, exist_ok=True)
     tokens_file, cds_file = tmp / "api-tokens.json", tmp / "cds-clients.json"
     tokens = {role: add_api_client(tokens_file, f"client-{role}", [role]) for role in ROLES}
@@ -106,11 +127,20 @@ def build(tmp: Path, knowledge: Any = None, jwks_transport: Any = None, issuers:
     register_issuer(cds_file, ISSUER, jwks=k.jwks(), name="Example EHR")
     for extra in issuers or []:
         register_issuer(cds_file, **extra)
-    values: dict[str, Any] = {"database_url": f"sqlite:///{tmp / 'audit.db'}", "api_tokens_file": tokens_file,
-                              "cds_clients_file": cds_file, "rate_limit_per_min": 0}  # fmt: skip
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp / 'audit.db'}",
+        "api_tokens_file": tokens_file,
+        "cds_clients_file": cds_file,
+        "rate_limit_per_min": 0,
+        "sparql_warmup": False,
+    }
     values.update(overrides)
     settings = Settings(**values)
-    app = create_app(settings, knowledge=knowledge if knowledge is not None else fixture_kb(), jwks_transport=jwks_transport)
+    app = create_app(
+        settings,
+        knowledge=knowledge if knowledge is not None else fixture_kb(),
+        jwks_transport=jwks_transport,
+    )
     client = TestClient(app, raise_server_exceptions=False)
     client.__enter__()
     return Env(app, client, tmp, tokens, k, settings)
@@ -145,15 +175,26 @@ def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
 def ingredient(herb: str, grams: float | None) -> dict[str, Any]:
     ing: dict[str, Any] = {"itemCodeableConcept": {"text": herb}}
     if grams is not None:
-        ing["strength"] = {"numerator": {"value": grams, "unit": "g", "system": "http://unitsofmeasure.org", "code": "g"},
-                           "denominator": {"value": 1, "unit": "剂"}}  # fmt: skip
+        ing["strength"] = {
+            "numerator": {"value": grams, "unit": "g", "system": "http://unitsofmeasure.org", "code": "g"},
+            "denominator": {"value": 1, "unit": "剂"},
+        }
     return ing
 
 
 def med_request(rid: str, herbs: list[tuple[str, float | None]], contained: bool = True) -> dict[str, Any]:
-    mr: dict[str, Any] = {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "order",
-                          "subject": {"reference": "Patient/p-1"}}  # fmt: skip
-    med = {"resourceType": "Medication", "id": f"med-{rid}", "ingredient": [ingredient(h, g) for h, g in herbs]}
+    mr: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p-1"},
+    }
+    med = {
+        "resourceType": "Medication",
+        "id": f"med-{rid}",
+        "ingredient": [ingredient(h, g) for h, g in herbs],
+    }
     if contained:
         mr["contained"] = [med]
         mr["medicationReference"] = {"reference": f"#med-{rid}"}
@@ -166,8 +207,9 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
 
 
-def hook_request(hook: str, draft: dict[str, Any] | None = None, prefetch: dict[str, Any] | None = None,
-                 **context: Any) -> dict[str, Any]:  # fmt: skip
+def hook_request(
+    hook: str, draft: dict[str, Any] | None = None, prefetch: dict[str, Any] | None = None, **context: Any
+) -> dict[str, Any]:
     ctx: dict[str, Any] = {"userId": "Practitioner/example", "patientId": "p-1", **context}
     if draft is not None:
         ctx["draftOrders"] = draft
@@ -178,15 +220,25 @@ def hook_request(hook: str, draft: dict[str, Any] | None = None, prefetch: dict[
 
 
 def pregnancy(pregnant: bool) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": "preg", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3", "display": "Pregnancy status"}]},
-            "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
-                                                 "code": "77386006" if pregnant else "60001007"}]}}  # fmt: skip
+    return {
+        "resourceType": "Observation",
+        "id": "preg",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3", "display": "Pregnancy status"}]},
+        "valueCodeableConcept": {
+            "coding": [{"system": "http://snomed.info/sct", "code": "77386006" if pregnant else "60001007"}]
+        },
+    }
 
 
 def observation(code_text: str, value: str | bool | None = None, oid: str | None = None) -> dict[str, Any]:
-    obs: dict[str, Any] = {"resourceType": "Observation", "id": oid or f"o-{uuid.uuid4().hex[:8]}", "status": "final",
-                           "code": {"text": code_text}, "subject": {"reference": "Patient/p-1"}}  # fmt: skip
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": oid or f"o-{uuid.uuid4().hex[:8]}",
+        "status": "final",
+        "code": {"text": code_text},
+        "subject": {"reference": "Patient/p-1"},
+    }
     if isinstance(value, bool):
         obs["valueBoolean"] = value
     elif value is not None:
@@ -208,6 +260,25 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-__all__ = ["BASE", "DIFF", "ISSUER", "SELECT", "SIGN", "Env", "audit_rows", "build", "bundle", "close", "dumps", "env",
-           "fixture_kb", "hook_request", "ingredient", "make_env", "med_request", "observation", "pregnancy",
-           "searchset"]  # fmt: skip
+__all__ = [
+    "BASE",
+    "DIFF",
+    "ISSUER",
+    "SELECT",
+    "SIGN",
+    "Env",
+    "audit_rows",
+    "build",
+    "bundle",
+    "close",
+    "dumps",
+    "env",
+    "fixture_kb",
+    "hook_request",
+    "ingredient",
+    "make_env",
+    "med_request",
+    "observation",
+    "pregnancy",
+    "searchset",
+]

@@ -1,0 +1,139 @@
+"""Evaluate trained artifacts on the test splits, with the floor computed in the same run.
+
+    herb-rec        P@5/10/20, R@5/10/20 and standard NDCG@5/10/20 on each dataset's test split (SMGCN and
+                    TCM-PD) for the model and for the co-occurrence floor fitted on that dataset's full train
+                    split. ``--model`` is one artifact or a directory of per-dataset artifacts.
+    case-classify   accuracy and macro-F1 on the tcm-cases test split, for the model and (for an ensemble) for
+                    each of its members.
+
+The test split is read here only; nothing is selected on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from eval.metrics import KS, classification_metrics, ranking_metrics
+from kb.errors import ArtifactError, InputError
+from models.artifacts import CARD
+from models.registry import load_model
+
+logger = logging.getLogger(__name__)
+
+ANCHORS = {
+    "smgcn": {
+        "SMGCN re-run (epoch picked on test)": {"P@5": 0.3255, "P@10": 0.2550, "P@20": 0.1839, "R@5": 0.2377,
+                                                 "R@10": 0.3608, "R@20": 0.5115},
+        "co-occurrence (published)": {"P@5": 0.2875, "R@20": 0.4694},
+    },
+    "tcm-pd": {"co-occurrence (published)": {"P@5": 0.280, "R@20": 0.470}},
+    "tcm-cases": {
+        "TCM-BERT (JAMIA 2019)": {"accuracy": 0.8939, "macro_f1": 0.8864},
+        "TF-IDF + SVM (published)": {"accuracy": 0.81, "macro_f1": 0.79},
+    },
+}  # fmt: skip
+TARGETS = {"smgcn": {"P@5": 0.34, "R@20": 0.53}, "tcm-cases": {"accuracy": 0.90, "macro_f1": 0.89}}
+
+
+def herb_rec_artifacts(model: str | Path) -> dict[str, Path]:
+    """dataset name -> artifact directory, for one artifact or a directory of them."""
+    p = Path(model)
+    if (p / CARD).is_file():
+        from models.artifacts import read_card
+
+        return {str(read_card(p)["data"].get("name", p.name)): p}
+    if p.is_dir():
+        found = {d.name: d for d in sorted(p.iterdir()) if (d / CARD).is_file()}
+        if found:
+            return found
+    raise ArtifactError(
+        f"no herb-rec model artifact at {str(model)!r} (expected {CARD} in it or in its subfolders)"
+    )
+
+
+def evaluate_herb_rec(
+    model: str | Path, data_dir: str | Path | None, ks: tuple[int, ...] = KS
+) -> dict[str, Any]:
+    from models.herb_rec import CooccurrenceRecommender
+    from training.datasets import HERB_REC_LOADERS, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    out: dict[str, Any] = {
+        "task": "herb-rec",
+        "ndcg": "standard (ideal ordering of the true herbs)",
+        "datasets": {},
+    }
+    for name, path in herb_rec_artifacts(model).items():
+        if name not in HERB_REC_LOADERS:
+            raise ArtifactError(f"{path}: trained on unknown dataset {name!r}")
+        m = load_model(path, task="herb-rec")
+        ds = HERB_REC_LOADERS[name](root)
+        trained_hash = m.card["data"].get("content_hash")
+        if trained_hash and trained_hash != ds.card.content_hash:
+            logger.warning(
+                "%s: the data directory's %s differs from the one the model was trained on", path, name
+            )
+        if len(m.herbs) != len(ds.herbs) or len(m.symptoms) != len(ds.symptoms):
+            raise ArtifactError(f"{path}: vocabulary sizes do not match the {name} data in {root}")
+        test = ds.split("test")
+        xs, ys = [e.symptoms for e in test], [e.herbs for e in test]
+        tr = ds.split("train")
+        floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit(
+            [e.symptoms for e in tr], [e.herbs for e in tr]
+        )
+        out["datasets"][name] = {
+            "artifact": str(path),
+            "kind": m.kind,
+            "n_test": len(test),
+            "model": ranking_metrics(m.score(xs), ys, ks),
+            "cooccurrence": ranking_metrics(floor.score(xs), ys, ks),
+            "validation": m.card.get("metrics", {}).get("validation", {}),
+            "anchors": ANCHORS.get(name, {}),
+            "targets": TARGETS.get(name, {}),
+        }
+    return out
+
+
+def evaluate_case_classify(model: str | Path, data_dir: str | Path | None) -> dict[str, Any]:
+    from models.case_classify import EnsembleClassifier
+    from training.datasets import load_tcm_cases
+
+    m = load_model(model, task="case-classify")
+    ds = load_tcm_cases(data_dir)
+    test = ds.split("test")
+    xs, ys = [c.text for c in test], [c.label for c in test]
+    labels = list(m.labels)
+    if sorted(labels) != sorted(ds.labels):
+        raise ArtifactError(f"model labels {labels} do not match the data's labels {list(ds.labels)}")
+    models: dict[str, Any] = {}
+    preds: dict[str, list[int]] = {}
+    if isinstance(m, EnsembleClassifier):
+        dec, lg = m.tfidf.decision(xs), m.transformer.logits(xs)
+        preds["tfidf-svm"] = [labels[i] for i in dec.argmax(1)]
+        preds["transformer"] = [labels[i] for i in lg.argmax(1)]
+        preds["ensemble"] = [labels[i] for i in EnsembleClassifier.combine(dec, lg, m.weight).argmax(1)]
+    else:
+        preds[m.kind] = m.predict(xs)
+    for who, p in preds.items():
+        models[who] = classification_metrics(ys, p, labels)
+    return {
+        "task": "case-classify",
+        "artifact": str(model),
+        "kind": m.kind,
+        "n_test": len(test),
+        "label_names": {str(k): v for k, v in ds.label_names.items()},
+        "models": models,
+        "validation": m.card.get("metrics", {}),
+        "anchors": ANCHORS["tcm-cases"],
+        "targets": TARGETS["tcm-cases"],
+    }
+
+
+def evaluate(task: str, model: str | Path, data_dir: str | Path | None) -> dict[str, Any]:
+    if task == "herb-rec":
+        return evaluate_herb_rec(model, data_dir)
+    if task == "case-classify":
+        return evaluate_case_classify(model, data_dir)
+    raise InputError(f"unknown task {task!r} (known: herb-rec, case-classify)", "task")

@@ -1,0 +1,280 @@
+"""Herb recommendation: a symptom set -> scores over the herb vocabulary (rank them for top-k).
+
+``CooccurrenceRecommender`` is the floor every learned model must beat: score(h) = Σ_s P(h | s) over the
+given symptoms, estimated from training co-occurrence counts. ``MLPRecommender`` is a multi-label network
+(symptom embedding bag -> two ReLU layers -> one logit per herb) trained with a softmax multi-label loss,
+optionally blended with the co-occurrence score (the blend weight is picked on the validation split).
+Both take and return plain integer ids; names belong to the vocabularies saved beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kb.errors import ArtifactError, InputError
+
+logger = logging.getLogger(__name__)
+
+SymptomSets = Sequence[Sequence[int]]
+
+
+def _multi_hot(rows: SymptomSets, n: int) -> np.ndarray:
+    x = np.zeros((len(rows), n), dtype=np.float32)
+    for i, r in enumerate(rows):
+        for j in r:
+            if not 0 <= j < n:
+                raise InputError(f"symptom id {j} outside the vocabulary (0..{n - 1})", f"symptoms[{i}]")
+            x[i, j] = 1.0
+    return x
+
+
+def _write_vocab(directory: Path, prefix: str, symptoms: Sequence[str], herbs: Sequence[str]) -> None:
+    (directory / f"{prefix}vocab.json").write_text(
+        json.dumps({"symptoms": list(symptoms), "herbs": list(herbs)}, ensure_ascii=False), encoding="utf-8"
+    )
+
+
+def _read_vocab(directory: Path, prefix: str = "") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    v = json.loads((directory / f"{prefix}vocab.json").read_text(encoding="utf-8"))
+    return tuple(v["symptoms"]), tuple(v["herbs"])
+
+
+class CooccurrenceRecommender:
+    kind = "cooccurrence"
+    task = "herb-rec"
+
+    def __init__(self, symptoms: Sequence[str], herbs: Sequence[str], cond: np.ndarray | None = None):
+        self.symptoms, self.herbs = tuple(symptoms), tuple(herbs)
+        self.cond = cond if cond is not None else np.zeros((len(symptoms), len(herbs)), np.float32)
+        self.prior = np.zeros(len(herbs), np.float32)
+        self.card: dict[str, Any] | None = None
+
+    def fit(self, symptom_sets: SymptomSets, herb_sets: SymptomSets) -> CooccurrenceRecommender:
+        x = _multi_hot(symptom_sets, len(self.symptoms))
+        y = _multi_hot(herb_sets, len(self.herbs))
+        counts = x.T @ y
+        self.cond = (counts / np.maximum(x.sum(0)[:, None], 1.0)).astype(np.float32)  # P(h | s)
+        self.prior = (y.mean(0)).astype(np.float32)
+        return self
+
+    def score(self, symptom_sets: SymptomSets) -> np.ndarray:
+        x = _multi_hot(symptom_sets, len(self.symptoms))
+        return x @ self.cond + 1e-6 * self.prior  # the prior only breaks ties (unseen symptoms)
+
+    def save(self, directory: Path, prefix: str = "") -> dict[str, Any]:
+        np.save(directory / f"{prefix}cooccurrence.npy", self.cond, allow_pickle=False)
+        np.save(directory / f"{prefix}prior.npy", self.prior, allow_pickle=False)
+        _write_vocab(directory, prefix, self.symptoms, self.herbs)
+        return {"n_symptoms": len(self.symptoms), "n_herbs": len(self.herbs)}
+
+    @classmethod
+    def load(cls, directory: Path, card: dict[str, Any], prefix: str = "") -> CooccurrenceRecommender:
+        symptoms, herbs = _read_vocab(directory, prefix)
+        cond = np.load(directory / f"{prefix}cooccurrence.npy", allow_pickle=False)
+        if cond.shape != (len(symptoms), len(herbs)):
+            raise ArtifactError(
+                f"{directory}: co-occurrence matrix {cond.shape} does not match the vocabulary"
+            )
+        m = cls(symptoms, herbs, cond)
+        m.prior = np.load(directory / f"{prefix}prior.npy", allow_pickle=False)
+        return m
+
+
+@dataclass(frozen=True, slots=True)
+class MLPConfig:
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.3
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 30
+    patience: int = 6
+    loss: str = "softmax"  # "softmax" (multi-label softmax cross-entropy) or "bce"
+    blend_grid: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(
+                f"unknown mlp config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})", "config"
+            )
+        if "blend_grid" in d:
+            d = {**d, "blend_grid": tuple(d["blend_grid"])}
+        return cls(**d)
+
+
+def _build_net(n_sym: int, n_herb: int, cfg: MLPConfig) -> Any:
+    import torch
+    from torch import nn
+
+    class HerbNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.EmbeddingBag(n_sym, cfg.hidden, mode="sum")
+            blocks: list[nn.Module] = []
+            for _ in range(cfg.layers - 1):
+                blocks += [nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden)]
+            blocks += [nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, n_herb)]
+            self.head = nn.Sequential(*blocks)
+
+        def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+            return self.head(self.embed(ids, offsets))
+
+    return HerbNet()
+
+
+def _bag(rows: SymptomSets) -> tuple[Any, Any]:
+    import torch
+
+    lens = [len(r) for r in rows]
+    ids = torch.tensor([j for r in rows for j in r], dtype=torch.long)
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lens)[:-1]]), dtype=torch.long)
+    return ids, offsets
+
+
+class MLPRecommender:
+    kind = "mlp"
+    task = "herb-rec"
+
+    def __init__(self, symptoms: Sequence[str], herbs: Sequence[str], config: MLPConfig | None = None):
+        self.symptoms, self.herbs = tuple(symptoms), tuple(herbs)
+        self.config = config or MLPConfig()
+        self.net = _build_net(len(self.symptoms), len(self.herbs), self.config)
+        self.cooc = CooccurrenceRecommender(self.symptoms, self.herbs)
+        self.blend = 0.0
+        self.best_epoch = 0
+        self.card: dict[str, Any] | None = None
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+    def net_scores(self, symptom_sets: SymptomSets, batch: int = 4096) -> np.ndarray:
+        import torch
+
+        for i, r in enumerate(symptom_sets):
+            if not r:
+                raise InputError("a symptom set is empty", f"symptoms[{i}]")
+            if min(r) < 0 or max(r) >= len(self.symptoms):
+                raise InputError(
+                    f"symptom id outside the vocabulary (0..{len(self.symptoms) - 1})", f"symptoms[{i}]"
+                )
+        self.net.eval()
+        outs = []
+        with torch.no_grad():
+            for b in range(0, len(symptom_sets), batch):
+                ids, off = _bag(symptom_sets[b : b + batch])
+                outs.append(torch.softmax(self.net(ids, off), dim=1).numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.herbs)), np.float32)
+
+    def _combine(self, net: np.ndarray, cooc: np.ndarray, blend: float) -> np.ndarray:
+        if blend == 0:
+            return net
+        c = cooc / np.maximum(cooc.sum(1, keepdims=True), 1e-9)
+        return (1 - blend) * net + blend * c
+
+    def score(self, symptom_sets: SymptomSets) -> np.ndarray:
+        return self._combine(self.net_scores(symptom_sets), self.cooc.score(symptom_sets), self.blend)
+
+    # -- training --------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        symptom_sets: SymptomSets,
+        herb_sets: SymptomSets,
+        validate: Callable[[np.ndarray], float],
+        val_sets: SymptomSets,
+        seed: int = 0,
+        on_epoch: Callable[[int, float, float], None] | None = None,
+        progress: bool = True,
+    ) -> MLPRecommender:
+        """Train; after each epoch score ``val_sets`` and keep the epoch with the best ``validate(scores)``
+        (higher is better). Stops after ``patience`` epochs without improvement. Then picks the co-occurrence
+        blend weight on the same validation split."""
+        import torch
+        from tqdm import tqdm
+
+        cfg = self.config
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        self.cooc.fit(symptom_sets, herb_sets)
+        y = torch.from_numpy(_multi_hot(herb_sets, len(self.herbs)))
+        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best, best_state, stale = -1.0, None, 0
+        n = len(symptom_sets)
+        for epoch in range(1, cfg.epochs + 1):
+            self.net.train()
+            perm = rng.permutation(n)
+            total = 0.0
+            batches = range(0, n, cfg.batch_size)
+            for b in tqdm(batches, desc=f"herb-rec mlp epoch {epoch}", leave=False, disable=not progress):
+                idx = perm[b : b + cfg.batch_size]
+                ids, off = _bag([symptom_sets[i] for i in idx])
+                logits = self.net(ids, off)
+                target = y[idx]
+                if cfg.loss == "bce":
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+                else:
+                    dist = target / target.sum(1, keepdim=True)
+                    loss = -(torch.log_softmax(logits, 1) * dist).sum(1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            metric = validate(self.net_scores(val_sets))
+            if on_epoch:
+                on_epoch(epoch, total / n, metric)
+            if metric > best:
+                best, stale, self.best_epoch = metric, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        net_val, cooc_val = self.net_scores(val_sets), self.cooc.score(val_sets)
+        results = {w: validate(self._combine(net_val, cooc_val, w)) for w in cfg.blend_grid}
+        self.blend = max(results, key=lambda w: (results[w], -w))
+        logger.info(
+            "best epoch %d; blend weights on validation: %s -> %.2f", self.best_epoch, results, self.blend
+        )
+        return self
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def save(self, directory: Path, prefix: str = "") -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.contiguous() for k, v in self.net.state_dict().items()},
+            str(directory / f"{prefix}mlp.safetensors"),
+        )
+        self.cooc.save(directory, prefix)
+        return {**asdict(self.config), "blend": self.blend, "best_epoch": self.best_epoch,
+                "n_symptoms": len(self.symptoms), "n_herbs": len(self.herbs)}  # fmt: skip
+
+    @classmethod
+    def load(cls, directory: Path, card: dict[str, Any], prefix: str = "") -> MLPRecommender:
+        from safetensors.torch import load_file
+
+        conf = dict(card["config"])
+        blend, best_epoch = float(conf.pop("blend", 0.0)), int(conf.pop("best_epoch", 0))
+        conf.pop("n_symptoms", None)
+        conf.pop("n_herbs", None)
+        symptoms, herbs = _read_vocab(directory, prefix)
+        m = cls(symptoms, herbs, MLPConfig.from_dict(conf))
+        try:
+            m.net.load_state_dict(load_file(str(directory / f"{prefix}mlp.safetensors")))
+        except RuntimeError as exc:
+            raise ArtifactError(
+                f"{directory}: weights do not match the config ({str(exc).splitlines()[0]})"
+            ) from exc
+        m.cooc = CooccurrenceRecommender.load(directory, card, prefix)
+        m.blend, m.best_epoch = blend, best_epoch
+        return m

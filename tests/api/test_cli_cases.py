@@ -1,0 +1,73 @@
+"""The `tcm cases` contract: build (JSON summary, incremental), search (JSON hits), and clear errors (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cases"
+
+
+@pytest.fixture
+def built(tcm, tmp_path: Path) -> Path:
+    out = tmp_path / "cb"
+    r = tcm("cases", "build", "--data", str(FIXTURES), "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    s = r.json_lines()[0]
+    assert s["stored"] == 20 and s["added"] == 20 and s["indexed"] == 20  # 18 tcm-cases rows + 2 jsonl records
+    assert s["encoder"]["name"] == "tfidf" and s["encoder"]["version"].startswith("tfidf-")
+    assert s["index"]["kind"] == "flat" and s["with_prescription"] == 20
+    return out
+
+
+def test_build_again_adds_nothing(tcm, built: Path) -> None:
+    r = tcm("cases", "build", "--data", str(FIXTURES), "--out", str(built), "--json")
+    assert r.code == 0, r.err
+    s = r.json_lines()[0]
+    assert s["added"] == 0 and s["stored"] == 20
+
+
+def test_search_json_contract(tcm, built: Path) -> None:
+    r = tcm("cases", "search", "--index", str(built), "--text", "咽喉肿痛，声音嘶哑，舌红，脉数", "--k", "3", "--json")
+    assert r.code == 0, r.err
+    doc = r.json_lines()[0]
+    assert doc["k"] == 3 and doc["encoder"]["name"] == "tfidf"
+    hits = doc["results"]
+    assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    first = hits[0]
+    assert set(first) >= {"case_id", "score", "findings", "department", "syndrome", "formula", "herbs"}
+    assert first["case_id"].startswith("case-") and first["herbs"] and "name" in first["herbs"][0]
+    assert "咽" in first["findings"]
+
+
+def test_search_text_output(tcm, built: Path) -> None:
+    r = tcm("cases", "search", "--index", str(built), "--text", "产后恶露不尽", "--k", "2")
+    assert r.code == 0 and r.out.startswith(" 1. case-") and "herbs:" in r.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--text", "   "), "query text is empty"),
+        (("--text", "咳嗽", "--k", "0"), "--k must be at least 1"),
+    ],
+)
+def test_bad_queries_exit_2(tcm, built: Path, args: tuple[str, ...], message: str) -> None:
+    r = tcm("cases", "search", "--index", str(built), *args)
+    assert r.code == 2 and message in r.err and "Traceback" not in r.err
+
+
+def test_missing_index_and_data_exit_2(tcm, tmp_path: Path) -> None:
+    r = tcm("cases", "search", "--index", str(tmp_path), "--text", "咳嗽")
+    assert r.code == 2 and "not a case base" in r.err
+    r = tcm("cases", "build", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "cb"))
+    assert r.code == 2 and "does not exist" in r.err
+    r = tcm("cases", "build", "--data", str(tmp_path), "--out", str(tmp_path / "cb"))
+    assert r.code == 2 and "neither a tcm-cases/ folder" in r.err
+
+
+def test_build_from_one_jsonl_file(tcm, tmp_path: Path) -> None:
+    r = tcm("cases", "build", "--data", str(FIXTURES / "cases.jsonl"), "--out", str(tmp_path / "cb"), "--json")
+    assert r.code == 0, r.err
+    assert r.json_lines()[0]["stored"] == 2
