@@ -126,9 +126,25 @@ def _number(value: Any, where: str) -> float:
     return v
 
 
+_PATIENT_MEMO: dict[tuple[Any, ...], Patient] = {}
+
+
 def _patient(raw: Any) -> Patient:
     if raw is None:
         return Patient()
+    if type(raw) is dict and len(raw) <= 4:
+        key = tuple(sorted((k, v) for k, v in raw.items() if type(v) in (bool, int, float, str, type(None))))
+        if len(key) == len(raw):
+            hit = _PATIENT_MEMO.get(key)
+            if hit is None:
+                hit = _parse_patient(raw)
+                if len(_PATIENT_MEMO) < 10_000:
+                    _PATIENT_MEMO[key] = hit
+            return hit
+    return _parse_patient(raw)
+
+
+def _parse_patient(raw: Any) -> Patient:
     if not isinstance(raw, dict):
         raise InputError(f"expected an object, got {type(raw).__name__}", "patient")
     out: dict[str, Any] = {}
@@ -175,17 +191,18 @@ def parse(raw: Any) -> Prescription:
     items = []
     for i, it in enumerate(items_raw):
         # fast path for the common item shapes ({herb, dose} / {herb, dose_g}), memoised by their values
+        key = None
         if type(it) is dict and len(it) == 2:
             herb, dose = it.get("herb"), it.get("dose", _NO)
-            key = (herb, dose) if dose is not _NO else (herb, "g", it.get("dose_g", _NO))
-            hit = _ITEM_MEMO.get(key) if type(herb) is str else None
-            if hit is not None:
-                items.append(hit._replace(pos=i))
-                continue
+            if type(herb) is str:
+                key = (herb, dose) if dose is not _NO else (herb, "g", it.get("dose_g", _NO))
+                hit = _ITEM_MEMO.get(key)
+                if hit is not None:
+                    items.append(tuple.__new__(Item, (i, *hit[1:])))
+                    continue
         item = _parse_item(i, it)
-        if type(it) is dict and len(it) == 2 and len(_ITEM_MEMO) < 50_000:
-            herb, dose = it.get("herb"), it.get("dose", _NO)
-            _ITEM_MEMO[(herb, dose) if dose is not _NO else (herb, "g", it.get("dose_g", _NO))] = item
+        if key is not None and len(_ITEM_MEMO) < 50_000:
+            _ITEM_MEMO[key] = item
         items.append(item)
     days = raw.get("days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days <= 0):

@@ -122,6 +122,7 @@ class Facts:
     members: dict[str, tuple[m.Rule, ...]]  # list rules (controlled, banned, herb_duration) it is a member of
     fact_id: dict[str, str]  # safety field -> the id of the entry that sets it (form or herb)
     triggers: frozenset[str] = frozenset()  # which check kinds can find anything for this name (see TRIGGERS)
+    pair_keys: tuple[tuple[str, str], ...] = ()  # (rule id, side) of the pair rules this name is a member of
 
 
 class Line(NamedTuple):
@@ -211,7 +212,7 @@ class Plan:
                          if (rules := tuple(rule for rule, mem in by.get(r.id, ()) if matches(mem, r)))},
                 fact_id={fld: str(r.form_id if fld in own else r.id) for fld in ("pregnancy", "dose_g", "preparation")},
             )  # fmt: skip
-            f = replace(f, triggers=_triggers(f))
+            f = replace(f, triggers=_triggers(f), pair_keys=tuple((rule.id, side) for rule, side in f.pairs))
         if len(self._facts) < 100_000:
             self._facts[name] = f
         return f
@@ -220,8 +221,6 @@ class Plan:
 def _triggers(f: Facts) -> frozenset[str]:
     t = {"resolved"}
     sf = f.safety
-    if f.pairs:
-        t.add("pair")
     if f.members:
         t.add("member")
     if sf is not None:
@@ -278,8 +277,16 @@ def review(prescription: Prescription | dict[str, Any], kb: kbmod.KnowledgeBase 
         else:
             lines.append(Line(it, f))
     present: set[str] = set()
+    sides: dict[str, str] = {}
+    pair = False
     for ln in lines:
-        present |= ln.facts.triggers
+        ft = ln.facts
+        present |= ft.triggers
+        for rid, side in ft.pair_keys:  # a pair rule can fire only when both of its sides are present
+            seen = sides.setdefault(rid, side)
+            pair = pair or seen != side
+    if pair:
+        present.add("pair")
     ids = [ln.facts.res.id for ln in lines if ln.facts.res.id]
     if len(set(ids)) != len(ids):
         present.add("duplicate")
