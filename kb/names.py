@@ -121,6 +121,7 @@ class NameIndex:
     def __init__(self, kb: Any):
         self._kb = kb
         self._names: dict[str, dict[str, str]] = {}  # kind -> id -> display name, filled by freeze()
+        self._by_kind: dict[str, dict[str, list[Target]]] = {}  # kind -> key -> targets, filled by freeze()
         self.index: dict[str, list[Target]] = defaultdict(list)
         self.distinct: dict[str, str] = {}  # normalised name -> why it is not what it looks like
         self._memo: dict[tuple[str, str | None], Resolution] = {}
@@ -168,7 +169,12 @@ class NameIndex:
         return self._char_index
 
     def freeze(self) -> None:
-        """Called once the knowledge base is built: caches display names for fast lookups."""
+        """Called once the knowledge base is built: caches display names and a per-kind index for fast lookups."""
+        by_kind: dict[str, dict[str, list[Target]]] = defaultdict(dict)
+        for key, targets in self.index.items():
+            for t in targets:
+                by_kind[t.kind].setdefault(key, []).append(t)
+        self._by_kind = dict(by_kind)
         kb = self._kb
         self._names = {
             "herb": {k: v.name for k, v in kb.herbs.items()},
@@ -193,18 +199,20 @@ class NameIndex:
         return res
 
     def _lookup(self, text: str, kind: str | None) -> Resolution:
-        raw = self.index.get(text) if isinstance(text, str) else None
+        if kind is None:
+            table: Any = self.index
+        elif self._by_kind:
+            table = self._by_kind.get(kind, {})
+        else:  # while the knowledge base is being built
+            table = _KindView(self.index, kind)
+        raw = table.get(text) if isinstance(text, str) else None
         if raw:  # written exactly as the knowledge base writes it: no normalisation needed
-            hits = raw if kind is None else [t for t in raw if t.kind == kind]
-            if hits:
-                return self._make(text, hits, "exact")
+            return self._make(text, raw, "exact")
         key = normalize(text) if isinstance(text, str) else ""
         if not key:
             return Resolution(input=text, resolved=False, how="unresolved", note="empty name")
         how = "exact" if key == text else "normalized"
-        targets = self.index.get(key, [])
-        if kind is not None:
-            targets = [t for t in targets if t.kind == kind]
+        targets = table.get(key)
         if targets:
             return self._make(text, targets, how)
         if kind in (None, "herb"):
@@ -237,6 +245,9 @@ class NameIndex:
         if len(targets) > 1:
             targets = sorted(targets, key=lambda t: (_KIND_ORDER.get(t.kind, 9), self._kb.rank(t)))
         t = targets[0]
+        if t.kind == "herb" and t.form_id is None and len(targets) == 1:  # the common case, built directly
+            return Resolution(text, True, "herb", t.id, self._names["herb"][t.id] if self._names else
+                              self._kb.display_name("herb", t.id), None, None, None, False, how)  # fmt: skip
         name = self._names[t.kind][t.id] if t.kind in self._names else self._kb.display_name(t.kind, t.id)
         form = form_name = None
         processing = None
@@ -400,6 +411,16 @@ class NameIndex:
 _PREFIXES_BY_CHAR: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
 for _p in PROCESSING_PREFIXES:
     _PREFIXES_BY_CHAR.setdefault(_p[0][0], []).append(_p)
+class _KindView:
+    """The index seen through one kind, for lookups made before ``freeze`` builds the per-kind tables."""
+
+    def __init__(self, index: dict[str, list[Target]], kind: str):
+        self.index, self.kind = index, kind
+
+    def get(self, key: str) -> list[Target] | None:
+        return [t for t in self.index.get(key, ()) if t.kind == self.kind] or None
+
+
 _KIND_ORDER = {"herb": 0, "formula": 1, "syndrome": 2, "symptom": 3, "disease": 4}
 
 
