@@ -14,6 +14,8 @@ def register(sub: Any) -> None:
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("path", metavar="PATH", help="a .json file (one request), a .jsonl file (one a line), or -")
         p.add_argument("--json", action="store_true", help="print JSON answers (one per line in .jsonl mode)")
+        p.add_argument("--cases", metavar="DIR", help="a case base built by `tcm cases build` (default: "
+                       "artifacts/cases when it exists): similar cases become evidence")  # fmt: skip
         p.set_defaults(func=cmd_clinical, verb=verb)
 
 
@@ -28,8 +30,26 @@ def cmd_clinical(args: argparse.Namespace) -> int:
     else:
         from cds.suggest import suggest as fn
 
-    run_batch(args.path, lambda req: fn(req, base), emit if args.json else _print_human)
+    cases = _case_index(args.cases)
+    run_batch(args.path, lambda req: fn(req, base, cases=cases), emit if args.json else _print_human)
     return 0
+
+
+def _case_index(path: str | None) -> Any:
+    """The case base to use as evidence: the one named, else artifacts/cases when present, else none."""
+    from pathlib import Path
+
+    from api.cli import UsageError
+
+    default = Path(__file__).resolve().parents[1] / "artifacts" / "cases"
+    target = Path(path) if path else default
+    if not target.exists():
+        if path:
+            raise UsageError(f"{path}: no case base there (build one with `tcm cases build`)")
+        return None
+    from models.casebase import CaseBase
+
+    return CaseBase.open(target)
 
 
 def _print_human(ans: dict[str, Any]) -> None:

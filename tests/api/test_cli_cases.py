@@ -71,3 +71,14 @@ def test_build_from_one_jsonl_file(tcm, tmp_path: Path) -> None:
     r = tcm("cases", "build", "--data", str(FIXTURES / "cases.jsonl"), "--out", str(tmp_path / "cb"), "--json")
     assert r.code == 0, r.err
     assert r.json_lines()[0]["stored"] == 2
+
+
+def test_differentiate_uses_the_case_base_and_says_so(tcm, built: Path, tmp_path: Path) -> None:
+    req = tmp_path / "q.json"
+    req.write_text('{"text": "咽喉肿痛，声音嘶哑，发热，舌红，脉数"}', encoding="utf-8")
+    r = tcm("differentiate", str(req), "--cases", str(built), "--json")
+    assert r.code == 0, r.err
+    doc = r.json_lines()[0]
+    assert any(m.startswith("cases:tfidf") for m in doc["models_used"])
+    r = tcm("differentiate", str(req), "--cases", str(tmp_path / "missing"), "--json")
+    assert r.code == 2 and "no case base" in r.err
