@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 TCM    := $(VENV)/bin/tcm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench eval clean
+.PHONY: install run test test-slow lint bench eval train clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ lint: install
 bench: install
 	$(PY) -m eval.bench
 
+train: install
+	$(TCM) train herb-rec --out artifacts/models/herb-rec
+	$(TCM) train case-classify --out artifacts/models/case-classify --allow-identifiers
+
+# Full evaluation (trains the models first when absent: 40-60 min on 2 cores), then the syndrome dev set.
 eval: install
 	$(PY) -m eval.report
+	$(PY) -m eval.syndromes
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -21,27 +21,19 @@ TASKS = ("herb-rec", "case-classify")
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model (herb-rec or case-classify) on a data directory")
     p.add_argument("task", choices=TASKS)
-    p.add_argument(
-        "--data", metavar="DIR", help="data directory (default: $TCM_DATA_DIR, else ../shared/data)"
-    )
+    p.add_argument("--data", metavar="DIR", help="data directory (default: $TCM_DATA_DIR, else ../shared/data)")
     p.add_argument("--out", metavar="DIR", required=True, type=Path, help="write the model artifact(s) here")
     p.add_argument("--config", metavar="FILE", help="JSON or YAML config (keys: see training/train.py)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--allow-identifiers", action="store_true", help="train on text that still has direct identifiers"
-    )
+    p.add_argument("--allow-identifiers", action="store_true", help="train on text that still has direct identifiers")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the validation metrics as one JSON document")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained model on the test split(s), with the floor beside it")
     p.add_argument("task", choices=TASKS)
-    p.add_argument(
-        "--model", metavar="DIR", required=True, help="artifact directory (or name under artifacts/models)"
-    )
-    p.add_argument(
-        "--data", metavar="DIR", help="data directory (default: $TCM_DATA_DIR, else ../shared/data)"
-    )
+    p.add_argument("--model", metavar="DIR", required=True, help="artifact directory (or name under artifacts/models)")
+    p.add_argument("--data", metavar="DIR", help="data directory (default: $TCM_DATA_DIR, else ../shared/data)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_eval)
 
@@ -111,9 +103,7 @@ def cmd_deid(args: argparse.Namespace) -> int:
     from api.cli import emit
     from training.deid import Deidentifier, deidentify_file
 
-    rep = deidentify_file(
-        args.input, args.output, Deidentifier(date_mode=args.date_mode), args.audit, args.format
-    )
+    rep = deidentify_file(args.input, args.output, Deidentifier(date_mode=args.date_mode), args.audit, args.format)
     if args.json:
         emit(rep.to_dict())
     else:

@@ -48,14 +48,10 @@ def herb_rec_artifacts(model: str | Path) -> dict[str, Path]:
         found = {d.name: d for d in sorted(p.iterdir()) if (d / CARD).is_file()}
         if found:
             return found
-    raise ArtifactError(
-        f"no herb-rec model artifact at {str(model)!r} (expected {CARD} in it or in its subfolders)"
-    )
+    raise ArtifactError(f"no herb-rec model artifact at {str(model)!r} (expected {CARD} in it or in its subfolders)")
 
 
-def evaluate_herb_rec(
-    model: str | Path, data_dir: str | Path | None, ks: tuple[int, ...] = KS
-) -> dict[str, Any]:
+def evaluate_herb_rec(model: str | Path, data_dir: str | Path | None, ks: tuple[int, ...] = KS) -> dict[str, Any]:
     from models.herb_rec import CooccurrenceRecommender
     from training.datasets import HERB_REC_LOADERS, resolve_data_dir
 
@@ -72,17 +68,13 @@ def evaluate_herb_rec(
         ds = HERB_REC_LOADERS[name](root)
         trained_hash = m.card["data"].get("content_hash")
         if trained_hash and trained_hash != ds.card.content_hash:
-            logger.warning(
-                "%s: the data directory's %s differs from the one the model was trained on", path, name
-            )
+            logger.warning("%s: the data directory's %s differs from the one the model was trained on", path, name)
         if len(m.herbs) != len(ds.herbs) or len(m.symptoms) != len(ds.symptoms):
             raise ArtifactError(f"{path}: vocabulary sizes do not match the {name} data in {root}")
         test = ds.split("test")
         xs, ys = [e.symptoms for e in test], [e.herbs for e in test]
         tr = ds.split("train")
-        floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit(
-            [e.symptoms for e in tr], [e.herbs for e in tr]
-        )
+        floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit([e.symptoms for e in tr], [e.herbs for e in tr])
         out["datasets"][name] = {
             "artifact": str(path),
             "kind": m.kind,

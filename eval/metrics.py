@@ -27,9 +27,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, idx, 1)
 
 
-def ranking_metrics(
-    scores: np.ndarray, truth: Sequence[Sequence[int]], ks: Sequence[int] = KS
-) -> dict[str, float]:
+def ranking_metrics(scores: np.ndarray, truth: Sequence[Sequence[int]], ks: Sequence[int] = KS) -> dict[str, float]:
     if scores.shape[0] != len(truth):
         raise ValueError(f"{scores.shape[0]} score rows but {len(truth)} true sets")
     if not len(truth):
@@ -54,9 +52,7 @@ def ranking_metrics(
     return out
 
 
-def classification_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]
-) -> dict[str, object]:
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]) -> dict[str, object]:
     lab = list(labels)
     pos = {c: i for i, c in enumerate(lab)}
     cm = np.zeros((len(lab), len(lab)), dtype=np.int64)

@@ -74,7 +74,7 @@ def _plot_confusion(cm: list[list[int]], labels: list[str], title: str, out: Pat
     a = np.array(cm)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ax.imshow(a, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -142,17 +142,13 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
         if r["targets"]:
             lines.append(_row(["target", *(_f(r["targets"].get(k)) for k in keys)]))
         lines.append("")
-        lines.append(
-            f"Validation (selection split): {', '.join(f'{k} {v:.4f}' for k, v in r['validation'].items())}"
-        )
+        lines.append(f"Validation (selection split): {', '.join(f'{k} {v:.4f}' for k, v in r['validation'].items())}")
         lines.append("")
         m = load_model(r["artifact"], task="herb-rec")
         ds = HERB_REC_LOADERS[name](data)
         test, tr = ds.split("test"), ds.split("train")
         xs, ys = [e.symptoms for e in test], [e.herbs for e in test]
-        floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit(
-            [e.symptoms for e in tr], [e.herbs for e in tr]
-        )
+        floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit([e.symptoms for e in tr], [e.herbs for e in tr])
         curves = {
             "ours": ranking_metrics(m.score(xs), ys, CURVE_KS),
             "co-occurrence": ranking_metrics(floor.score(xs), ys, CURVE_KS),
@@ -175,13 +171,10 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
     lines.append("")
     val = cc["validation"].get("validation", {})
     if val:
-        lines.append(
-            f"Validation (selection split): accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}"
-        )
+        lines.append(f"Validation (selection split): accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}")
         lines.append("")
     names = [
-        cc["label_names"].get(str(label), str(label)).split(" (")[0]
-        for label in cc["models"][cc["kind"]]["labels"]
+        cc["label_names"].get(str(label), str(label)).split(" (")[0] for label in cc["models"][cc["kind"]]["labels"]
     ]
     png = _plot_confusion(
         cc["models"][cc["kind"]]["confusion"],
@@ -195,26 +188,18 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
 
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "results.json").write_text(
-        json.dumps(results, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
-    )
+    (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m eval.report", description=__doc__.split("\n")[0] if __doc__ else None
-    )
-    p.add_argument(
-        "--data", metavar="DIR", help="data directory (default: $TCM_DATA_DIR, else ../shared/data)"
-    )
+    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--data", metavar="DIR", help="data directory (default: $TCM_DATA_DIR, else ../shared/data)")
     p.add_argument("--models", metavar="DIR", type=Path, default=Path("artifacts/models"))
     p.add_argument("--out", metavar="DIR", type=Path, default=Path("artifacts/reports"))
     p.add_argument("--retrain", action="store_true", help="train again even where artifacts exist")
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         path = build_report(args.data, args.models, args.out, args.retrain)
     except (TCMError, ArtifactError) as exc:

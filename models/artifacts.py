@@ -170,8 +170,6 @@ def load_artifact(name_or_path: str | Path, task: str | None = None, root: Path 
     except ArtifactError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ArtifactError(
-            f"{directory}: cannot load the {card['kind']} model ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ArtifactError(f"{directory}: cannot load the {card['kind']} model ({type(exc).__name__}: {exc})") from exc
     model.card = card
     return model

@@ -49,9 +49,7 @@ class TfidfClassifier:
     def _vectorizer(self) -> Any:
         from sklearn.feature_extraction.text import CountVectorizer
 
-        return CountVectorizer(
-            analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary
-        )
+        return CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
 
     def _features(self, texts: Sequence[str]) -> Any:
         from sklearn.preprocessing import normalize
@@ -65,9 +63,7 @@ class TfidfClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
 
-        vec = TfidfVectorizer(
-            analyzer="char", ngram_range=self.ngram, lowercase=False, sublinear_tf=self.sublinear_tf
-        )
+        vec = TfidfVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, sublinear_tf=self.sublinear_tf)
         x = vec.fit_transform(texts)
         self.vocabulary = {k: int(v) for k, v in vec.vocabulary_.items()}
         self.idf = vec.idf_.astype(np.float64)
@@ -95,9 +91,7 @@ class TfidfClassifier:
         terms = [""] * len(self.vocabulary)
         for t, i in self.vocabulary.items():
             terms[i] = t
-        (directory / f"{prefix}tfidf_terms.json").write_text(
-            json.dumps(terms, ensure_ascii=False), encoding="utf-8"
-        )
+        (directory / f"{prefix}tfidf_terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
         np.save(directory / f"{prefix}tfidf_idf.npy", self.idf, allow_pickle=False)
         np.save(directory / f"{prefix}svm_coef.npy", self.coef, allow_pickle=False)
         np.save(directory / f"{prefix}svm_intercept.npy", self.intercept, allow_pickle=False)
@@ -271,9 +265,7 @@ class TransformerClassifier:
         try:
             m.model.load_state_dict(load_file(str(directory / f"{prefix}transformer.safetensors")))
         except RuntimeError as exc:
-            raise ArtifactError(
-                f"{directory}: weights do not match the config ({str(exc).splitlines()[0]})"
-            ) from exc
+            raise ArtifactError(f"{directory}: weights do not match the config ({str(exc).splitlines()[0]})") from exc
         m.best_epoch = best_epoch
         return m
 

@@ -79,9 +79,7 @@ class CooccurrenceRecommender:
         symptoms, herbs = _read_vocab(directory, prefix)
         cond = np.load(directory / f"{prefix}cooccurrence.npy", allow_pickle=False)
         if cond.shape != (len(symptoms), len(herbs)):
-            raise ArtifactError(
-                f"{directory}: co-occurrence matrix {cond.shape} does not match the vocabulary"
-            )
+            raise ArtifactError(f"{directory}: co-occurrence matrix {cond.shape} does not match the vocabulary")
         m = cls(symptoms, herbs, cond)
         m.prior = np.load(directory / f"{prefix}prior.npy", allow_pickle=False)
         return m
@@ -163,9 +161,7 @@ class MLPRecommender:
             if not r:
                 raise InputError("a symptom set is empty", f"symptoms[{i}]")
             if min(r) < 0 or max(r) >= len(self.symptoms):
-                raise InputError(
-                    f"symptom id outside the vocabulary (0..{len(self.symptoms) - 1})", f"symptoms[{i}]"
-                )
+                raise InputError(f"symptom id outside the vocabulary (0..{len(self.symptoms) - 1})", f"symptoms[{i}]")
         self.net.eval()
         outs = []
         with torch.no_grad():
@@ -242,9 +238,7 @@ class MLPRecommender:
         net_val, cooc_val = self.net_scores(val_sets), self.cooc.score(val_sets)
         results = {w: validate(self._combine(net_val, cooc_val, w)) for w in cfg.blend_grid}
         self.blend = max(results, key=lambda w: (results[w], -w))
-        logger.info(
-            "best epoch %d; blend weights on validation: %s -> %.2f", self.best_epoch, results, self.blend
-        )
+        logger.info("best epoch %d; blend weights on validation: %s -> %.2f", self.best_epoch, results, self.blend)
         return self
 
     # -- persistence -----------------------------------------------------------------------------------------
@@ -272,9 +266,7 @@ class MLPRecommender:
         try:
             m.net.load_state_dict(load_file(str(directory / f"{prefix}mlp.safetensors")))
         except RuntimeError as exc:
-            raise ArtifactError(
-                f"{directory}: weights do not match the config ({str(exc).splitlines()[0]})"
-            ) from exc
+            raise ArtifactError(f"{directory}: weights do not match the config ({str(exc).splitlines()[0]})") from exc
         m.cooc = CooccurrenceRecommender.load(directory, card, prefix)
         m.blend, m.best_epoch = blend, best_epoch
         return m

@@ -28,9 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--allow-identifiers", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         res = train(args.task, args.data, args.out, load_config(args.config), args.seed,
                     args.allow_identifiers, progress=not args.no_progress)  # fmt: skip

@@ -105,9 +105,7 @@ class _Collector:
             self.bad.append(BadRow(file, line, reason))
 
     def report(self) -> LoadReport:
-        rep = LoadReport(
-            self.read, self.kept, tuple(sorted(self.reasons.items())), tuple(self.bad), tuple(self.notes)
-        )
+        rep = LoadReport(self.read, self.kept, tuple(sorted(self.reasons.items())), tuple(self.bad), tuple(self.notes))
         if rep.skipped:
             logger.warning(
                 "skipped %d of %d rows: %s",
@@ -439,9 +437,7 @@ class CaseTextDataset:
         return replace(self, splits=splits, card=card)
 
 
-def load_tcm_cases(
-    data_dir: str | Path | None = None, labels: Iterable[int] = CASE_LABELS
-) -> CaseTextDataset:
+def load_tcm_cases(data_dir: str | Path | None = None, labels: Iterable[int] = CASE_LABELS) -> CaseTextDataset:
     root = resolve_data_dir(data_dir)
     d = root / "tcm-cases"
     if not d.is_dir():

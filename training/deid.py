@@ -66,9 +66,7 @@ PLACEHOLDER = {
     "ip": "[IP]",
 }
 # direct identifiers: training refuses text that still contains these (dates and ages are quasi-identifiers)
-DIRECT = frozenset(
-    {"name", "id_number", "long_number", "phone", "record_number", "address", "email", "url", "ip"}
-)
+DIRECT = frozenset({"name", "id_number", "long_number", "phone", "record_number", "address", "email", "url", "ip"})
 
 # The common single-character surnames (百家姓 order, abridged) and the two-character ones.
 SURNAMES_1 = set(
@@ -88,9 +86,7 @@ SURNAMES_2 = (
 )  # fmt: skip
 _SUR = "(?:" + "|".join(SURNAMES_2) + "|[" + "".join(sorted(SURNAMES_1)) + "])"
 _CJK = "[\u4e00-\u9fff]"
-_BOUND_L = (
-    r"(?:(?<=^)|(?<=[\s，,。.；;：:、|（(“\"「『】\]])|(?<=患者)|(?<=病人)|(?<=病者)|(?<=姓名)|(?<=治))"
-)
+_BOUND_L = r"(?:(?<=^)|(?<=[\s，,。.；;：:、|（(“\"「『】\]])|(?<=患者)|(?<=病人)|(?<=病者)|(?<=姓名)|(?<=治))"
 _BOUND_R = r"(?=$|[\s，,。.；;：:、|）)”\"」』【\[！!？?0-9０-９])"
 
 NAME_PATTERNS = [
@@ -101,9 +97,7 @@ NAME_PATTERNS = [
     # 李某, 王某某, 患者王某某
     re.compile(rf"{_SUR}某某?"),
     # 朱女。 钱右, 金男， 陈氏。 李翁。 宗嫂。 : surname + one-character form, at word boundaries
-    re.compile(
-        rf"{_BOUND_L}{_SUR}(?:女|男|右|左|氏|翁|媪|妪|嫂|叟|姓|君|童|孩|姑|婆|妇|媳)(?:某+)?{_BOUND_R}"
-    ),
+    re.compile(rf"{_BOUND_L}{_SUR}(?:女|男|右|左|氏|翁|媪|妪|嫂|叟|姓|君|童|孩|姑|婆|妇|媳)(?:某+)?{_BOUND_R}"),
     # 姓名：王小明 / 患者：王小明 / 病人王小明，男
     re.compile(rf"(?<=姓名)[：:\s]*{_SUR}{_CJK}{{1,2}}(?={_BOUND_R[3:]}"),
     re.compile(rf"(?<=患者)[：:\s]*{_SUR}{_CJK}{{1,2}}(?=[，,、\s]*[男女])"),
@@ -134,9 +128,7 @@ _ADDR_NUM = "[0-9０-９一二三四五六七八九十]{1,5}"
 _ADDR_PART = rf"(?:[\u4e00-\u9fff]{{2,8}}?(?:{_ADDR_SUFFIX})|{_ADDR_NUM}(?:{_ADDR_NUMBERED}))"
 ADDRESS_LEAD_RE = re.compile(r".{0,3}?(?:住址|地址|家住|现住|住在|居住于|户籍地|籍贯|住)[：:\s]*")
 ADDRESS_CHAIN_RE = re.compile(rf"(?:{_ADDR_PART}){{2,}}")
-ADDRESS_CUE_RE = re.compile(
-    r"(?:住址|地址|家住|现住|住在|居住于|户籍地|籍贯)[：:\s]*(?P<v>[^，,。；;\s|]{2,40})"
-)
+ADDRESS_CUE_RE = re.compile(r"(?:住址|地址|家住|现住|住在|居住于|户籍地|籍贯)[：:\s]*(?P<v>[^，,。；;\s|]{2,40})")
 PROVINCE_RE = re.compile(
     r"(?:[\u4e00-\u9fff]{2,3}省|内蒙古自治区|广西壮族自治区|西藏自治区|宁夏回族自治区|新疆维吾尔自治区|北京市|天津市|上海市|重庆市)"
 )
@@ -240,9 +232,7 @@ class Deidentifier:
         env = os.environ.get(SALT_ENV)
         self._salt = self.salt or (env.encode() if env else secrets.token_bytes(16))
         self._protect_re = (
-            re.compile("|".join(sorted(map(re.escape, self.protect), key=len, reverse=True)))
-            if self.protect
-            else None
+            re.compile("|".join(sorted(map(re.escape, self.protect), key=len, reverse=True))) if self.protect else None
         )
 
     # ---- offsets --------------------------------------------------------------------------------
@@ -460,9 +450,7 @@ FIELD_TYPES: dict[str, str] = {
         "record_number",
     ),
     **dict.fromkeys(["email", "邮箱"], "email"),
-    **dict.fromkeys(
-        ["birth_date", "dob", "birthday", "出生日期", "visit_date", "admission_date", "date"], "date"
-    ),
+    **dict.fromkeys(["birth_date", "dob", "birthday", "出生日期", "visit_date", "admission_date", "date"], "date"),
     **dict.fromkeys(["age", "年龄"], "age"),
     **dict.fromkeys(["ip", "ip_address"], "ip"),
 }
@@ -508,9 +496,7 @@ def _rows_jsonl(text: str, src: Path) -> Iterator[tuple[int, Any]]:
         try:
             yield i, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{src.name} line {i}: invalid JSON ({exc.msg}, column {exc.colno})", "IN"
-            ) from exc
+            raise InputError(f"{src.name} line {i}: invalid JSON ({exc.msg}, column {exc.colno})", "IN") from exc
 
 
 def deidentify_file(
@@ -587,9 +573,7 @@ def _atomic_write(path: Path, content: str) -> None:
         raise
 
 
-def require_no_identifiers(
-    texts: Iterable[str], allow: bool = False, what: str = "training data"
-) -> dict[str, int]:
+def require_no_identifiers(texts: Iterable[str], allow: bool = False, what: str = "training data") -> dict[str, int]:
     """Scan ``texts`` for direct identifiers; raise unless ``allow``. Returns the counts (for the card)."""
     counts = dict(Deidentifier(date_mode="year").scan(texts))
     if counts and not allow:

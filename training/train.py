@@ -112,9 +112,7 @@ class _EpochLog:
         return log
 
     def write(self, directory: Path) -> None:
-        (directory / "train_log.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8"
-        )
+        (directory / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
 
 
 def train(
@@ -168,9 +166,7 @@ def train_herb_rec_one(
             val_sets=vx, seed=seed, on_epoch=log(f"{ds.name} mlp"), progress=progress,
         )  # fmt: skip
     else:
-        raise InputError(
-            f"unknown herb-rec model {cfg['model']!r} (known: mlp, cooccurrence)", "config.model"
-        )
+        raise InputError(f"unknown herb-rec model {cfg['model']!r} (known: mlp, cooccurrence)", "config.model")
     val_metrics = ranking_metrics(model.score(vx), vy)
     floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit(xs, ys)
     val_floor = ranking_metrics(floor.score(vx), vy)
@@ -278,9 +274,7 @@ def train_case_classify(
             logger.info("tfidf-svm C=%s: validation %s %.4f", c, sel, tried[c][0])
         best_c = max(tried, key=lambda c: (tried[c][0], -c))
         tfidf = tried[best_c][1]
-        log.rows.append(
-            {"stage": "tfidf-svm", "grid": {str(k): v[0] for k, v in tried.items()}, "picked_C": best_c}
-        )
+        log.rows.append({"stage": "tfidf-svm", "grid": {str(k): v[0] for k, v in tried.items()}, "picked_C": best_c})
         timing["tfidf_seconds"] = round(time.time() - t0, 1)
     if kind in ("transformer", "ensemble"):
         import torch
@@ -295,9 +289,7 @@ def train_case_classify(
         trans = TransformerClassifier(tconf, tok, labels)
         t0 = time.time()
         mlm_losses = pretrain_mlm(trans, xt, seed, d, progress)
-        log.rows += [
-            {"stage": "mlm", "epoch": i + 1, "train_loss": round(v, 5)} for i, v in enumerate(mlm_losses)
-        ]
+        log.rows += [{"stage": "mlm", "epoch": i + 1, "train_loss": round(v, 5)} for i, v in enumerate(mlm_losses)]
         timing["pretrain_seconds"] = round(time.time() - t0, 1)
         t0 = time.time()
         finetune(trans, xt, yt, lambda clf: score(clf.predict(xv)), seed, d, log("transformer"), progress)
@@ -313,9 +305,7 @@ def train_case_classify(
             for w in cfg["ensemble_grid"]
         }
         weight = max(grid, key=lambda w: (grid[w], -abs(w - 0.5)))
-        log.rows.append(
-            {"stage": "ensemble", "grid": {str(k): v for k, v in grid.items()}, "picked_weight": weight}
-        )
+        log.rows.append({"stage": "ensemble", "grid": {str(k): v for k, v in grid.items()}, "picked_weight": weight})
         model: Any = EnsembleClassifier(tfidf, trans, weight)
     else:
         model = tfidf if kind == "tfidf-svm" else trans

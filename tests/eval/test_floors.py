@@ -15,9 +15,7 @@ import pytest
 from eval.evaluate import evaluate_case_classify, evaluate_herb_rec
 from training.train import train
 
-FLOORS = json.loads(
-    (Path(__file__).resolve().parents[2] / "eval" / "floors.json").read_text(encoding="utf-8")
-)
+FLOORS = json.loads((Path(__file__).resolve().parents[2] / "eval" / "floors.json").read_text(encoding="utf-8"))
 
 pytestmark = pytest.mark.shared_data
 

@@ -28,6 +28,4 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
 
 
 def test_report_bad_data_dir_exits_2(tmp_path: Path) -> None:
-    assert (
-        main(["--data", str(tmp_path / "none"), "--models", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
-    )
+    assert main(["--data", str(tmp_path / "none"), "--models", str(tmp_path), "--out", str(tmp_path / "r")]) == 2

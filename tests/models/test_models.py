@@ -43,9 +43,7 @@ def _tfidf() -> Any:
 def _transformer() -> Any:
     from models.case_classify import CharTokenizer, TransformerClassifier, TransformerConfig
 
-    cfg = TransformerConfig(
-        hidden=16, layers=1, heads=2, intermediate=32, max_len=32, epochs=1, pretrain_epochs=0
-    )
+    cfg = TransformerConfig(hidden=16, layers=1, heads=2, intermediate=32, max_len=32, epochs=1, pretrain_epochs=0)
     return TransformerClassifier(cfg, CharTokenizer.build(TEXTS, 1), [0, 3, 6])
 
 

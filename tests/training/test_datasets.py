@@ -30,10 +30,7 @@ def test_tcm_pd_counts_bad_rows_and_card() -> None:
     assert {b.line for b in rep.examples} == {4, 11, 21}
     card = ds.card.to_dict()
     assert card["splits"] == {"train": 237, "test": 60}
-    assert (
-        card["content_hash"].startswith("sha256:")
-        and card["content_hash"] == load_tcm_pd(FIX).card.content_hash
-    )
+    assert card["content_hash"].startswith("sha256:") and card["content_hash"] == load_tcm_pd(FIX).card.content_hash
     assert "research use only" in card["terms"]
 
 

@@ -95,13 +95,9 @@ def test_date_shift_is_consistent_per_patient_and_year_mode(deid: Deidentifier) 
     assert "2023年5月6日" not in a1 and "[日期]" not in a1
     import datetime as dt
 
-    d1, d2 = (
-        dt.date.fromisoformat(x[:10]) for x in a1.replace("初诊，", "|").replace("复诊。", "").split("|")
-    )
+    d1, d2 = (dt.date.fromisoformat(x[:10]) for x in a1.replace("初诊，", "|").replace("复诊。", "").split("|"))
     assert (d2 - d1).days == 3  # intervals survive a consistent shift
-    assert (
-        deid.deidentify("2023年5月6日", "patient-A").text == deid.deidentify("2023年5月6日", "patient-A").text
-    )
+    assert deid.deidentify("2023年5月6日", "patient-A").text == deid.deidentify("2023年5月6日", "patient-A").text
     year = Deidentifier(date_mode="year").deidentify("2023年5月6日初诊。").text
     assert year == "2023年初诊。"
 
@@ -135,9 +131,7 @@ def test_protect_lexicon(deid: Deidentifier) -> None:
 
 def test_deid_file_jsonl_and_tsv(tmp_path: Path, deid: Deidentifier) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text(
-        json.dumps({"id": "1", "name": "李四", "text": "电话13912345678"}, ensure_ascii=False) + "\n"
-    )
+    src.write_text(json.dumps({"id": "1", "name": "李四", "text": "电话13912345678"}, ensure_ascii=False) + "\n")
     dst, audit = tmp_path / "out.jsonl", tmp_path / "audit.jsonl"
     rep = deidentify_file(src, dst, deid, audit)
     assert rep.rows == 1 and rep.rows_changed == 1 and rep.counts == {"name": 1, "phone": 1}
@@ -147,9 +141,7 @@ def test_deid_file_jsonl_and_tsv(tmp_path: Path, deid: Deidentifier) -> None:
     tsv = tmp_path / "in.tsv"
     tsv.write_text("3\t朱女。月经不调，处方：当归9克。\n0\t咳嗽。\n", encoding="utf-8")
     rep = deidentify_file(tsv, tmp_path / "out.tsv", deid)
-    assert (tmp_path / "out.tsv").read_text(
-        encoding="utf-8"
-    ) == "3\t[姓名]。月经不调，处方：当归9克。\n0\t咳嗽。\n"
+    assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == "3\t[姓名]。月经不调，处方：当归9克。\n0\t咳嗽。\n"
     assert rep.rows == 2 and rep.rows_changed == 1
 
 
