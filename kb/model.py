@@ -6,7 +6,7 @@ contract's English codes (``high``, ``forbidden``) through the mapping tables be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -262,8 +262,3 @@ class Version(_Record):
 
     def __str__(self) -> str:
         return f"{self.release}+{self.content_hash}"
-
-
-@dataclass(frozen=True, slots=True)
-class Stats(_Record):
-    counts: dict[str, int] = field(default_factory=dict)

@@ -23,7 +23,6 @@ validates the whole knowledge base including references.
 
 from __future__ import annotations
 
-import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -362,9 +361,6 @@ ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "symptoms": Symptom,
     "names": DistinctName,
 }
-
-_CJK_ID = re.compile(r"[^\x00-\x7f]")
-
 
 def check_file(path: Path) -> list[str]:
     """Validate one content file on its own; returns error lines (empty when the file is valid)."""
