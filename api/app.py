@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
-from api import cds_hooks, errors, rest, schemas
+from api import cds_hooks, curation, errors, rest, schemas
 from api.auth import CDS_CLIENT, PUBLIC, iter_routes, requires, roles_of
 from api.calls import answer
 from api.middleware import Gateway
@@ -41,6 +41,7 @@ REST clients: `Authorization: Bearer <token>` (roles emr, curator, reviewer, res
 CDS Hooks clients: a signed JWT (ES384 / RS384) from an allow-listed issuer, `aud` = the service URL."""
 
 ERROR_CODES = (400, 401, 403, 404, 408, 413, 422, 429, 500, 503)
+CURATION_ERROR_CODES = (*ERROR_CODES, 409, 412, 428)
 CDS_ERROR_CODES = (*ERROR_CODES, 412)
 
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, knowledge: Any = None, jwks_
             await anyio.to_thread.run_sync(lambda: services.kb)
             if settings.sparql_warmup:
                 services.warm_graph()
+            services.start_polling()
         except Exception as exc:  # the service still starts; /readyz says why it is not ready
             logger.error("knowledge base not loaded: %s", type(exc).__name__)
         yield
@@ -78,6 +80,8 @@ def create_app(settings: Settings | None = None, *, knowledge: Any = None, jwks_
     errors.install(app)
     app.include_router(rest.router)
     app.include_router(cds_hooks.router)
+    app.include_router(curation.router)
+    app.include_router(curation.pages)
     _ops_routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     if settings.cors_origins:
@@ -207,7 +211,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if PUBLIC not in r:
                 op["security"] = [{"cdsJWT": []}] if CDS_CLIENT in r else [{"apiToken": []}]
             responses = op.setdefault("responses", {})
-            for code in CDS_ERROR_CODES if cds else ERROR_CODES:
+            codes = CDS_ERROR_CODES if cds else CURATION_ERROR_CODES if path.startswith("/v1/curation") else ERROR_CODES
+            for code in codes:
                 key = str(code)
                 if key == "422" and cds:
                     continue

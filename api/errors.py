@@ -9,6 +9,11 @@ The engine's errors (``kb.errors``) and the service's own, each with its status 
     ├── QueryError                             400  malformed, updating, federated or over-limit SPARQL
     ├── RDFError                               400
     ├── InputError                             422  on REST routes; 400 on CDS Hooks routes (invalid FHIR)
+    ├── CurationError                          409  a curation step that cannot be taken now (with problems)
+    │   ├── StaleError                         412  the edit's etag / revision is out of date (current one given)
+    │   ├── NotPermittedError                  403  e.g. approving one's own change request
+    │   ├── PreconditionRequiredError          428  an edit without If-Match
+    │   └── CurationInputError                 422  a malformed change request (every problem listed)
     └── APIError (this module)
         ├── BadRequest                         400  not JSON, wrong content type
         ├── Unauthorized                       401  no or bad credentials (WWW-Authenticate: Bearer)
@@ -43,9 +48,14 @@ from starlette.responses import Response
 from kb.errors import (
     ArtifactError,
     ContentError,
+    CurationError,
+    CurationInputError,
     InputError,
+    NotPermittedError,
+    PreconditionRequiredError,
     QueryError,
     RDFError,
+    StaleError,
     TCMError,
     UnknownEntityError,
 )
@@ -115,10 +125,23 @@ class Unavailable(APIError):
 
 
 # ---- the mapping ---------------------------------------------------------------------------------------
+_CURATION = (
+    (StaleError, 412, "precondition-failed"),
+    (PreconditionRequiredError, 428, "precondition-required"),
+    (NotPermittedError, 403, "forbidden"),
+    (CurationInputError, 422, "invalid-input"),
+    (CurationError, 409, "conflict"),
+)
+
+
 def status_of(exc: BaseException, cds: bool = False) -> tuple[int, str, str]:
     """(HTTP status, problem slug, FHIR issue code) of an exception."""
     if isinstance(exc, APIError):
         return exc.status, exc.slug, exc.fhir_code
+    if isinstance(exc, CurationError):
+        for cls, status, slug in _CURATION:
+            if isinstance(exc, cls):
+                return status, slug, "conflict" if status in (409, 412) else "invalid"
     if isinstance(exc, UnknownEntityError):
         return 404, "unknown-entity", "not-found"
     if isinstance(exc, QueryError):
@@ -150,7 +173,7 @@ def message_of(exc: BaseException, status: int) -> str:
         text = str(exc)
         text = text[len(exc.where) + 2 :] if text.startswith(exc.where + ": ") else text
         return redact(text)
-    if isinstance(exc, APIError):
+    if isinstance(exc, (APIError, CurationError)):  # curation messages name knowledge, never a patient
         return str(exc)
     return redact(str(exc))
 
@@ -192,6 +215,12 @@ def render(exc: BaseException, path: str, request_id: str | None) -> Response:
         problem["where"] = where
     if isinstance(exc, UnknownEntityError) and exc.candidates:
         problem["candidates"] = list(exc.candidates)
+    if isinstance(exc, CurationError):
+        if exc.problems:
+            problem["problems"] = exc.problems[:200]
+        problem.update({k: v for k, v in exc.details.items() if k not in problem})
+        if "current_etag" in exc.details:
+            headers.setdefault("ETag", f'"{exc.details["current_etag"]}"')
     if request_id:
         problem["request_id"] = request_id
     return Response(json_bytes(problem), status, headers=headers, media_type=PROBLEM)

@@ -243,7 +243,10 @@ def render_entity(kb: Any, kind: str, e: Any) -> dict[str, Any]:
                 for m in e.modifications
             ],
         )
-    out.update(source=_src(e.source), verification=e.verification, kb_version=str(kb.version))
+    dep = kb.deprecation(kind, e.id)
+    out.update(deprecated=dep is not None, source=_src(e.source), verification=e.verification, kb_version=str(kb.version))
+    if dep is not None:
+        out.update(replaced_by=dep["replaced_by"], deprecation_reason=dep["reason"])
     return out
 
 

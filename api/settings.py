@@ -18,6 +18,8 @@ TCM_SPARQL_MAX_ROWS     SPARQL result limit (default 1000)
 TCM_SPARQL_WARMUP       build the RDF graph in the background at start-up (default 1; 0: at the first query)
 TCM_JWT_LEEWAY_S        clock skew allowed on exp/iat (default 60)
 TCM_JWT_MAX_AGE_S       oldest iat accepted, and longest exp - iat (default 3600)
+TCM_KB_POLL_S           how often a server process looks for a new knowledge-base release made by another process
+                        (default 2 s; 0: never — a release made through this process is picked up at once)
 TCM_ENV                 ``production`` (default) or ``development``
 """
 
@@ -56,6 +58,7 @@ class Settings(BaseModel):
     sparql_warmup: bool = True
     jwt_leeway_s: int = Field(60, ge=0)
     jwt_max_age_s: int = Field(3600, ge=60)
+    kb_poll_s: float = Field(2.0, ge=0)
     environment: str = "production"
 
     @property
@@ -86,6 +89,7 @@ class Settings(BaseModel):
             "sparql_warmup": _env("TCM_SPARQL_WARMUP", "1") != "0",
             "jwt_leeway_s": int(_env("TCM_JWT_LEEWAY_S", "60")),
             "jwt_max_age_s": int(_env("TCM_JWT_MAX_AGE_S", "3600")),
+            "kb_poll_s": float(_env("TCM_KB_POLL_S", "2")),
             "environment": _env("TCM_ENV", "production"),
         }
         values.update(overrides)

@@ -23,31 +23,6 @@ def engine_version() -> str:
         return "0+unknown"
 
 
-def _cached_graph(base: kbmod.KnowledgeBase) -> Any:
-    import os
-    import pickle
-
-    from kb.base import cache_dir
-    from kb.rdf import to_graph
-
-    path = cache_dir() / f"kb-{base.version.content_hash}.rdf-graph.pickle"
-    try:
-        with path.open("rb") as fh:
-            return pickle.load(fh)
-    except Exception:  # absent, stale or partial: rebuild
-        pass
-    g = to_graph(base)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(g, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(path)
-    except OSError as exc:
-        logger.info("RDF graph cache not written: %s", type(exc).__name__)
-    return g
-
-
 class Services:
     def __init__(self, settings: Settings, knowledge: kbmod.KnowledgeBase | None = None, jwks_transport: Any = None):
         self.settings = settings
@@ -62,18 +37,27 @@ class Services:
         self._kb = knowledge
         self._kb_error: BaseException | None = None
         self._kb_lock = threading.Lock()
+        self._kb_release: tuple[int, str, str] | None = None  # (id, name, hash) of the curated release served
+        self._seed_dir = knowledge.data_dir if knowledge is not None else None
+        self._curation: Any = None
+        self._curation_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
         self._graph: Any = None
         self._graph_lock = threading.Lock()
         self.sparql_slots = threading.BoundedSemaphore(settings.sparql_concurrency)
 
-    # the knowledge base is loaded once per process (a restart picks up new content)
+    # ---- the knowledge base ------------------------------------------------------------------------------
+    # Loaded once per process: the current curated release when there is one in the database, else the
+    # built-in knowledge base ($TCM_KB_DIR). A release made through this process is served at once; one made
+    # by another process is picked up within TCM_KB_POLL_S.
     @property
     def kb(self) -> kbmod.KnowledgeBase:
         if self._kb is None:
             with self._kb_lock:
                 if self._kb is None:
                     try:
-                        self._kb = kbmod.load()
+                        self._kb = self._load_kb()
                     except Exception as exc:
                         self._kb_error = exc
                         raise
@@ -83,6 +67,70 @@ class Services:
     @property
     def kb_loaded(self) -> bool:
         return self._kb is not None
+
+    @property
+    def curation(self) -> Any:
+        """The curation workflow (``kb.curation.Curation``) over this service's database."""
+        if self._curation is None:
+            with self._curation_lock:
+                if self._curation is None:
+                    from kb.curation import Curation
+
+                    self._curation = Curation(self.engine, seed_dir=self._seed_dir)
+        return self._curation
+
+    def _load_kb(self) -> kbmod.KnowledgeBase:
+        pointer = self._release_pointer()
+        if pointer is None:
+            return kbmod.load(self._seed_dir) if self._seed_dir is not None else kbmod.load()
+        base = self.curation.knowledge_base(self.curation.release_by_name(pointer[1]))
+        self._kb_release = pointer
+        return base
+
+    def _release_pointer(self) -> tuple[int, str, str] | None:
+        try:
+            return self.curation.latest_pointer()  # type: ignore[no-any-return]
+        except Exception as exc:  # the database is down: serve what we have, say so in the log
+            logger.error("could not read the current knowledge-base release: %s", type(exc).__name__)
+            return None
+
+    def adopt(self, base: kbmod.KnowledgeBase) -> None:
+        """Serve a newly released knowledge base from now on (answers report its version)."""
+        pointer = self.curation.latest_pointer()
+        with self._kb_lock:
+            self._kb = base
+            self._kb_release = pointer
+            self._graph = None
+        logger.info("serving knowledge base %s", base.version)
+
+    def refresh(self) -> bool:
+        """Pick up a release another process made; True when the knowledge base changed."""
+        pointer = self._release_pointer()
+        if pointer is None or pointer == self._kb_release:
+            return False
+        base = self.curation.knowledge_base(self.curation.release_by_name(pointer[1]))
+        with self._kb_lock:
+            self._kb = base
+            self._kb_release = pointer
+            self._graph = None
+        logger.info("picked up knowledge-base release %s", base.version)
+        if self.settings.sparql_warmup:
+            self.warm_graph()
+        return True
+
+    def start_polling(self) -> None:
+        if self.settings.kb_poll_s <= 0 or self._poller is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(self.settings.kb_poll_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # keep serving the release we have
+                    logger.error("knowledge-base release not picked up: %s", type(exc).__name__)
+
+        self._poller = threading.Thread(target=loop, name="tcm-kb-release-poll", daemon=True)
+        self._poller.start()
 
     def graph(self, wait: float | None = None) -> Any:
         """The RDF graph of the knowledge base (cached on disk by content hash: building it takes seconds).
@@ -94,7 +142,9 @@ class Services:
             return None
         try:
             if self._graph is None:
-                self._graph = _cached_graph(self.kb)
+                from kb.rdf import cached_graph
+
+                self._graph = cached_graph(self.kb)
             return self._graph
         finally:
             self._graph_lock.release()
@@ -119,5 +169,6 @@ class Services:
         }
 
     def close(self) -> None:
+        self._stop.set()
         self.writer.close()
         self.engine.dispose()

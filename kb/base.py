@@ -54,6 +54,7 @@ class KnowledgeBase:
         self.rules: dict[str, m.Rule] = {}
         self.rulesets: dict[str, m.RuleSet] = {}
         self.warnings: list[str] = []
+        self.deprecated: dict[str, dict[str, Any]] = {}  # "kind:id" -> {replaced_by, reason}
         self.names = NameIndex(self)
         self._origin = origin_map(content)
         self._problems: list[str] = list(content.problems)
@@ -141,6 +142,32 @@ class KnowledgeBase:
             self._build_syndrome(d, sy)
         for rf in c.rulefiles:
             self._build_rules(rf)
+        self._deprecations()
+
+    def _deprecations(self) -> None:
+        """Deprecated entries stay (they still resolve); each replacement must exist, in the same kind."""
+        c = self.content
+        entries: list[tuple[str, Any, Any, str, dict[str, Any]]] = []  # kind, owner entry, entry, field, table
+        for h in c.herbs:
+            entries.append(("herb", h, h, "replaced_by", self.herbs))
+            entries += [("form", h, f, f"forms[{i}].replaced_by", self.forms) for i, f in enumerate(h.forms)]
+        entries += [("formula", f, f, "replaced_by", self.formulas) for f in c.formulas]
+        entries += [("symptom", x, x, "replaced_by", self.symptoms) for x in c.symptoms]
+        for d in c.diseases:
+            entries.append(("disease", d, d, "replaced_by", self.diseases))
+            entries += [("syndrome", d, sy, f"syndromes[{sy.id}].replaced_by", self.syndromes) for sy in d.syndromes]
+        for rf in c.rulefiles:
+            entries += [("rule", rf, r, f"rules[{i}].replaced_by", self.rules) for i, r in enumerate(rf.rules)]
+        for kind, owner, e, field, table in entries:
+            if not e.deprecated:
+                continue
+            if e.replaced_by is not None and (e.replaced_by not in table or e.replaced_by == e.id):
+                self._problem(owner, field, f"{kind} {e.id!r} is replaced by {e.replaced_by!r}, which is not another {kind}")
+            self.deprecated[f"{kind}:{e.id}"] = {"replaced_by": e.replaced_by, "reason": e.deprecation_reason}
+
+    def deprecation(self, kind: str, ident: str) -> dict[str, Any] | None:
+        """``{replaced_by, reason}`` when the entry is deprecated, else None."""
+        return self.deprecated.get(f"{kind}:{ident}")
 
     def _safety(self, entry: s.SafetyFields, base: m.Safety | None) -> tuple[m.Safety, frozenset[str]]:
         own = frozenset(f for f in SAFETY_FIELDS if f in entry.model_fields_set)
@@ -441,6 +468,7 @@ class KnowledgeBase:
                 "rules": len(self.rules),
                 "sources": len(self.sources),
             },
+            "deprecated": len(self.deprecated),
             "rules_per_kind": dict(sorted(per_kind.items())),
             "safety_facts": {
                 "herbs_with_dose_range": sum(1 for h in herbs if h.safety.dose_g),

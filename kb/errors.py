@@ -7,7 +7,12 @@
     ├── QueryError(TCMError, ValueError)      a malformed or refused SPARQL query
     ├── RDFError(TCMError, ValueError)        an RDF file that cannot be read back into content
     ├── InputError(TCMError, ValueError)      a caller's request is malformed (names the item and field)
-    └── ArtifactError(TCMError, ValueError)   a model or index artifact is missing, corrupt or mismatched
+    ├── ArtifactError(TCMError, ValueError)   a model or index artifact is missing, corrupt or mismatched
+    └── CurationError                         a curation step that cannot be taken now (kb.curation)
+        ├── StaleError                        the edit's base (etag, revision) is out of date
+        ├── NotPermittedError                 e.g. approving one's own change request
+        ├── PreconditionRequiredError         an edit that does not name its base
+        └── CurationInputError                a malformed change request
 
 Every message says what was wrong and, where it can, what to do. ``api/`` maps these to HTTP status codes and
 the CLI to exit codes in one place each.
@@ -64,3 +69,30 @@ class InputError(TCMError, ValueError):
 
 class ArtifactError(TCMError, ValueError):
     """A model or index artifact that is missing, corrupt, or built for something else."""
+
+
+class CurationError(TCMError):
+    """A curation step that cannot be taken in the state things are in (approve an invalid change request,
+    release with nothing approved …). ``problems`` lists the reasons; ``details`` carries machine-readable
+    context (current etag, revision)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, **details: object):
+        self.problems = list(problems or [])
+        self.details = details
+        super().__init__(message)
+
+
+class StaleError(CurationError):
+    """An edit based on a state that has changed since (an entity's etag, a change request's revision)."""
+
+
+class NotPermittedError(CurationError, PermissionError):
+    """The caller may not take this step (approve their own change request, edit someone else's)."""
+
+
+class PreconditionRequiredError(CurationError):
+    """An edit that does not say which state it was based on (no If-Match / base_etag)."""
+
+
+class CurationInputError(CurationError, ValueError):
+    """A change request that is malformed (unknown kind or operation, missing fields)."""

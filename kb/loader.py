@@ -93,12 +93,16 @@ def read_yaml(path: Path) -> Any:
         raise ContentError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise ContentError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path | str) -> Any:
     if _fast_yaml is not None:
         try:
             return _fast_yaml.loads(text)
         except Exception:  # anything it rejects goes through PyYAML, for PyYAML's semantics and error messages
             logger.debug("fast YAML parser rejected %s; using PyYAML", path)
-    return parse_pyyaml(text, path)
+    return parse_pyyaml(text, Path(path))
 
 
 def parse_pyyaml(text: str, path: Path) -> Any:
@@ -131,7 +135,11 @@ def load_file(path: Path, kind: str | None = None, *, keep_going: bool = False) 
     With ``keep_going`` the valid entries come back followed by one list of problem lines (possibly empty).
     """
     kind = kind or kind_of(path)
-    raw = read_yaml(path)
+    return validate_entries(read_yaml(path), kind, str(path), keep_going=keep_going)
+
+
+def validate_entries(raw: Any, kind: str, path: str, *, keep_going: bool = False) -> tuple[str, list[Any]]:
+    """Validate the parsed content of one file of ``kind`` (``path`` names it in problems); as ``load_file``."""
     problems: list[str] = []
     entries: list[BaseModel] = []
     if kind == "sources":
@@ -154,7 +162,10 @@ def load_file(path: Path, kind: str | None = None, *, keep_going: bool = False) 
         if raw is None:
             raw = []
         if not isinstance(raw, list):
-            raise ContentError(f"{path}: expected a list of {kind} entries at the top level, got {type(raw).__name__}")
+            msg = f"{path}: expected a list of {kind} entries at the top level, got {type(raw).__name__}"
+            if keep_going:
+                return kind, [[msg]]
+            raise ContentError(msg)
         for i, item in enumerate(raw):
             where = f"{path}: {_entry_label(item, i)}"
             if not isinstance(item, dict):
@@ -207,20 +218,59 @@ def load_content(data_dir: Path | str = DEFAULT_DATA_DIR, *, keep_going: bool = 
             continue
         if keep_going and entries and isinstance(entries[-1], list):
             problems += entries.pop()  # type: ignore[arg-type]
-        content.files[rel] = kind
-        for i, entry in enumerate(entries):
-            label = ", ".join(str(x) for x in (getattr(entry, "name", None), _id_label(entry)) if x)
-            content.labels.append((entry, f"{rel} entry #{i + 1}" + (f" ({label})" if label else "")))
-        if kind == "sources":
-            content.sources += entries  # type: ignore[arg-type]
-        elif kind == "rules":
-            content.rulefiles += entries  # type: ignore[arg-type]
-        elif kind == "release":
-            content.release = entries[0]  # type: ignore[assignment]
-        else:
-            getattr(content, kind).extend(entries)
+        _add(content, rel, kind, entries)
     if problems and not keep_going:
         raise ContentError(problems)
     content.problems = problems
     logger.debug("loaded %d content files from %s", len(content.files), data_dir)
+    return content
+
+
+def _add(content: Content, rel: str, kind: str, entries: list[Any]) -> None:
+    content.files[rel] = kind
+    for i, entry in enumerate(entries):
+        label = ", ".join(str(x) for x in (getattr(entry, "name", None), _id_label(entry)) if x)
+        content.labels.append((entry, f"{rel} entry #{i + 1}" + (f" ({label})" if label else "")))
+    if kind == "sources":
+        content.sources += entries
+    elif kind == "rules":
+        content.rulefiles += entries
+    elif kind == "release":
+        content.release = entries[0]
+    else:
+        getattr(content, kind).extend(entries)
+
+
+_TEXT_MEMO: dict[tuple[str, str], tuple[str, list[Any], list[str]]] = {}
+_TEXT_MEMO_MAX = 1024
+
+
+def content_from_texts(texts: dict[str, str]) -> Content:
+    """Content from file texts keyed by relative path (``herbs/jiebiao.yaml``), as ``load_content(keep_going=True)``
+    would read them from a directory. Files already seen with the same text are not parsed or validated again
+    (entries are immutable), so validating a change to one file of the knowledge base costs one file."""
+    import hashlib
+
+    content = Content()
+    problems: list[str] = []
+    for rel in sorted(texts):
+        text = texts[rel]
+        key = (rel, hashlib.sha256(text.encode("utf-8")).hexdigest())
+        hit = _TEXT_MEMO.get(key)
+        if hit is None:
+            try:
+                kind = kind_of(Path(rel))
+                kind, entries = validate_entries(parse_yaml(text, rel), kind, rel, keep_going=True)
+                file_problems: list[str] = entries.pop()  # type: ignore[assignment]
+            except ContentError as exc:
+                kind, entries, file_problems = "", [], list(exc.problems)
+            hit = (kind, entries, file_problems)
+            if len(_TEXT_MEMO) >= _TEXT_MEMO_MAX:
+                _TEXT_MEMO.pop(next(iter(_TEXT_MEMO)))
+            _TEXT_MEMO[key] = hit
+        kind, entries, file_problems = hit
+        problems += file_problems
+        if kind:
+            _add(content, rel, kind, list(entries))
+    content.problems = problems
     return content

@@ -162,10 +162,17 @@ class _Exporter:
         else:
             g.add((iri, _pred(field), _lit(value)))
 
-    def links(self) -> None:
-        """Derived, resolved references: for queries and SHACL; ignored on import."""
+    def links(self, only: set[tuple[str, str]] | None = None) -> None:
+        """Derived, resolved references: for queries and SHACL; ignored on import. ``only``: the links of these
+        ``(kind, id)`` entries (formula, syndrome, form, rule)."""
         g, kb = self.g, self.kb
+
+        def wanted(kind: str, ident: str) -> bool:
+            return only is None or (kind, ident) in only
+
         for f in kb.formulas.values():
+            if not wanted("formula", f.id):
+                continue
             fi = KBN[f"formula/{f.id}"]
             for i, ing in enumerate(f.composition):
                 ii = URIRef(f"{fi}/composition/{i}")
@@ -174,6 +181,8 @@ class _Exporter:
                 if ing.form_id:
                     g.add((ii, TCM.formRef, KBN[f"form/{ing.form_id}"]))
         for sy in kb.syndromes.values():
+            if not wanted("syndrome", sy.id):
+                continue
             si = KBN[f"syndrome/{sy.id}"]
             g.add((si, TCM.diseaseRef, KBN[f"disease/{sy.disease_id}"]))
             for rank, fid in enumerate(sy.formula_ids):
@@ -186,8 +195,11 @@ class _Exporter:
                 for j, ing in enumerate(mod.add):
                     g.add((URIRef(f"{mi}/add/{j}"), TCM.herbRef, KBN[f"herb/{ing.herb_id}"]))
         for form in kb.forms.values():
-            g.add((KBN[f"form/{form.id}"], TCM.formOf, KBN[f"herb/{form.herb_id}"]))
+            if wanted("form", form.id):
+                g.add((KBN[f"form/{form.id}"], TCM.formOf, KBN[f"herb/{form.herb_id}"]))
         for r in kb.rules.values():
+            if not wanted("rule", r.id):
+                continue
             ri = KBN[f"rule/{r.id}"]
             for mem in (*r.a, *r.b, *r.members):
                 g.add((ri, TCM.involvesHerb, KBN[f"herb/{mem.herb_id}"]))
@@ -240,6 +252,68 @@ class _Exporter:
 def to_graph(kb: KnowledgeBase) -> Graph:
     """The knowledge base as an rdflib Graph (content triples plus derived link triples)."""
     return _Exporter(kb).run()
+
+
+def to_subgraph(kb: KnowledgeBase, keys: set[tuple[str, str]]) -> tuple[Graph, list[URIRef]]:
+    """The triples of some entries, ``(kind, id)`` with kind herb, form, formula, disease, syndrome, symptom or
+    rule, with their derived links and the type of everything they link to; and the focus nodes (the entries
+    and their nested parts) for SHACL. Enough to check those entries without exporting the whole knowledge base
+    (a form or a syndrome is exported with its parent)."""
+    ex = _Exporter(kb)
+    g = ex.g
+    c = kb.content
+    forms = {k for kind, k in keys if kind == "form" and k in kb.forms}
+    syndromes = {k for kind, k in keys if kind == "syndrome" and k in kb.syndromes}
+    wanted = {
+        "herbs": {k for kind, k in keys if kind == "herb"} | {kb.forms[k].herb_id for k in forms},
+        "formulas": {k for kind, k in keys if kind == "formula"},
+        "diseases": {k for kind, k in keys if kind == "disease"} | {kb.syndromes[k].disease_id for k in syndromes},
+        "symptoms": {k for kind, k in keys if kind == "symptom"},
+    }
+    linked: set[tuple[str, str]] = {("formula", k) for k in wanted["formulas"]}
+    for folder, ids in wanted.items():
+        _model, cls, seg = TOP_LEVEL[folder]
+        for entry in getattr(c, folder):
+            if entry.id in ids:
+                ex.entity(entry, KBN[f"{seg}/{entry.id}"], cls)
+                if folder == "herbs":
+                    linked |= {("form", f.id) for f in entry.forms}
+                elif folder == "diseases":
+                    linked |= {("syndrome", x.id) for x in entry.syndromes}
+    rule_ids = {k for kind, k in keys if kind == "rule"}
+    for rf in c.rulefiles:
+        for i, rule in enumerate(rf.rules):
+            if rule.id in rule_ids:
+                ri = KBN[f"rule/{rule.id}"]
+                g.add((ri, TCM.position, Literal(i, datatype=XSD.integer)))
+                ex.entity(rule, ri, TCM.Rule)
+                linked.add(("rule", rule.id))
+    focus = sorted({x for x in g.subjects() if isinstance(x, URIRef)})
+    ex.links(linked)
+    # what the entries point to exists (the knowledge base checked that): give it its type, for sh:class
+    kinds = {"herb": (kb.herbs, TCM.Herb), "form": (kb.forms, TCM.ProcessedForm), "formula": (kb.formulas, TCM.Formula),
+             "disease": (kb.diseases, TCM.Disease), "source": (kb.sources, TCM.Source)}  # fmt: skip
+    base = str(KBN)
+    for o in set(g.objects()):
+        if isinstance(o, URIRef) and str(o).startswith(base) and (o, RDF.type, None) not in g:
+            seg, _, ident = str(o)[len(base) :].partition("/")
+            table_cls = kinds.get(seg)
+            if table_cls and ident in table_cls[0]:
+                g.add((o, RDF.type, table_cls[1]))
+    return g, focus
+
+
+def cached_graph(kb: KnowledgeBase) -> Graph:
+    """``to_graph(kb)``, kept on disk by content hash (building it takes seconds)."""
+    from kb.base import _code_hash, _read_pickle, _write_pickle, cache_dir
+
+    path = cache_dir() / f"kb-{kb.version.content_hash}-{_code_hash()}.rdf-graph.pickle"
+    g = _read_pickle(path)
+    if isinstance(g, Graph):
+        return g
+    g = to_graph(kb)
+    _write_pickle(path, g)
+    return g
 
 
 def export(kb: KnowledgeBase, fmt: str, out: Path) -> int:
@@ -454,12 +528,20 @@ def import_file(path: Path, out_dir: Path | None = None) -> KnowledgeBase:
 
 
 # ---- SHACL ---------------------------------------------------------------------------------------------
-def validate_shacl(g: Graph) -> tuple[bool, list[str]]:
-    """Validate a graph against ``kb/shapes.ttl``; returns (conforms, one line per violation)."""
+_SHAPES: Graph | None = None
+
+
+def validate_shacl(g: Graph, focus_nodes: list[URIRef] | None = None) -> tuple[bool, list[str]]:
+    """Validate a graph against ``kb/shapes.ttl`` (only ``focus_nodes`` when given); returns (conforms, one line
+    per violation)."""
     from pyshacl import validate
 
-    shapes = Graph().parse(SHAPES_FILE, format="turtle")
-    conforms, report, _ = validate(g, shacl_graph=shapes, inference="none", advanced=True)
+    global _SHAPES
+    if _SHAPES is None:
+        _SHAPES = Graph().parse(SHAPES_FILE, format="turtle")
+    conforms, report, _ = validate(
+        g, shacl_graph=_SHAPES, inference="none", advanced=True, focus_nodes=focus_nodes or None
+    )
     problems = []
     SH = Namespace("http://www.w3.org/ns/shacl#")
     for res in report.subjects(RDF.type, SH.ValidationResult):

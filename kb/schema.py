@@ -129,6 +129,16 @@ class SourceRef(Strict):
 class Sourced(Strict):
     source: SourceRef
     verification: Verification = Verification.UNVERIFIED
+    # nothing is deleted: a curator deprecates an entry (it still resolves) and names its replacement
+    deprecated: bool = False
+    replaced_by: Id | None = None  # the id of the entry of the same kind that replaces it
+    deprecation_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _deprecation(self) -> Sourced:
+        if (self.replaced_by or self.deprecation_reason) and not self.deprecated:
+            raise ValueError("replaced_by and deprecation_reason belong to a deprecated entry (deprecated: true)")
+        return self
 
 
 def _range(v: Any) -> Any:

@@ -224,6 +224,7 @@ def test_readyz_reports_a_broken_knowledge_base(make_env, kb_copy) -> None:  # t
     (kb_copy / "herbs" / "all.yaml").write_text("- {id: broken}\n", encoding="utf-8")
     e = make_env(knowledge=None)
     e.app.state.tcm._kb = None
+    e.app.state.tcm._seed_dir = None  # load from $TCM_KB_DIR, as a server started without a given knowledge base
     import os
 
     old = os.environ.get("TCM_KB_DIR")
