@@ -11,7 +11,7 @@ from kb.errors import ContentError, InputError
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("kb", help="the knowledge base: stats, lookup, validate, export, import, query")
+    p = sub.add_parser("kb", help="the knowledge base: stats, lookup, validate, export, import, query, curation")
     kb_sub = p.add_subparsers(dest="kb_command", metavar="KB_COMMAND", parser_class=type(p))
     kb_sub.required = True
 
@@ -61,6 +61,10 @@ def register(sub: Any) -> None:
     s.add_argument("--formula", help="paths: only through this formula")
     s.add_argument("--herb", help="paths: only to this herb")
     s.set_defaults(func=cmd_graph)
+
+    from api.cli_curation import register as register_curation
+
+    register_curation(kb_sub)
 
 
 def _kb() -> Any:
