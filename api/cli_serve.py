@@ -112,6 +112,16 @@ def dev_setup(settings: Any, base_url: str = "http://127.0.0.1:8000", out: Any =
             f"{path}):\n\n    {token}\n\n  curl -H 'Authorization: Bearer {token}' {base_url}/v1/version\n"
             "  (delete the 'dev' entry from that file, or run `tcm token revoke dev`, to make a new one)\n\n"
         )
+    names = {c.get("name") for c in existing.get("clients", [])}
+    made: list[tuple[str, str, str]] = []
+    for name, role in (("dev-curator", "curator"), ("dev-reviewer", "reviewer")):
+        if name not in names:  # two people: a change request is reviewed by someone other than its author
+            made.append((name, role, add_api_client(path, name, [role], None)))
+    if made:
+        out.write(f"  curation tokens for the web page {base_url}/curate (shown once):\n\n")
+        for name, role, token in made:
+            out.write(f"    {role:<9} {token}    ({name})\n")
+        out.write("\n")
     if not DEV_KEY.is_file():
         key = ECKey.generate_key("P-384", parameters={"kid": "dev-1", "alg": "ES384", "use": "sig"}, private=True)
         DEV_DIR.mkdir(parents=True, exist_ok=True)

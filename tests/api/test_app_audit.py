@@ -178,6 +178,9 @@ def test_dev_setup_prints_the_token_once(monkeypatch, tmp_path) -> None:  # type
 
     ident = TokenStore(settings.api_tokens_file).lookup(token)
     assert ident is not None and "admin" in ident.roles
+    store = TokenStore(settings.api_tokens_file)  # and one curator and one reviewer, for the curation page
+    roles = [store.lookup(w.strip("'")).roles for w in first.getvalue().split() if w.startswith("tcm_")]  # type: ignore[union-attr]
+    assert frozenset({"curator"}) in roles and frozenset({"reviewer"}) in roles
     issuers = json.loads(settings.cds_clients_file.read_text())["issuers"]
     assert issuers[0]["iss"] == cli_serve.DEV_ISSUER
 
