@@ -263,6 +263,64 @@ def bench_cli_batch(n: int = 1000) -> dict[str, Any]:
     return {"prescriptions": n, "answered": lines, "wall_s": wall, "per_s": n / wall, "cli_startup_s": startup}
 
 
+def bench_curation(data_dir: Path, rounds: int = 5) -> dict[str, Any]:
+    """Validate and release a one-edit change request against the full knowledge base (scratch database and
+    cache). Baseline in the same run: loading the knowledge base from its files without any cache."""
+    import statistics
+
+    from sqlalchemy import create_engine
+
+    import kb
+    from kb.curation import Curation
+
+    herbs = ["gancao", "huangqi", "dangshen", "baizhu", "fuling", "danggui", "chuanxiong", "baishao"]
+    old_cache = os.environ.get("TCM_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TCM_CACHE_DIR"] = str(Path(tmp) / "cache")
+        try:
+            t = time.perf_counter()
+            kb.load(data_dir, cache=False)
+            baseline = time.perf_counter() - t
+            c = Curation(create_engine(f"sqlite:///{tmp}/bench.db"), seed_dir=data_dir)
+            timings: dict[str, list[float]] = {"propose_validate_s": [], "approve_validate_s": [], "release_s": []}
+            first: dict[str, float] = {}
+            for i in range(rounds + 1):
+                ident = herbs[i % len(herbs)]
+                ent = c.entity("herb", ident)
+                lo, hi = ent["data"].get("dose_g") or [3, 10]
+                body = {"title": f"bench {i}", "reason": "bench", "source": {"work": "bench"}, "edits": [
+                    {"op": "update", "kind": "herb", "id": ident, "base_etag": ent["etag"], "data": {"dose_g": [lo, hi + 1]}}]}  # fmt: skip
+                t0 = time.perf_counter()
+                cr = c.propose("bench-curator", body)
+                t1 = time.perf_counter()
+                c.review(cr["id"], "bench-reviewer", "approve", None)
+                t2 = time.perf_counter()
+                c.release("bench-reviewer")
+                t3 = time.perf_counter()
+                step = {"propose_validate_s": t1 - t0, "approve_validate_s": t2 - t1, "release_s": t3 - t2}
+                if i == 0:
+                    first = step  # caches cold: the first curation call of a process
+                    continue
+                for k, v in step.items():
+                    timings[k].append(v)
+        finally:
+            if old_cache is None:
+                os.environ.pop("TCM_CACHE_DIR", None)
+            else:
+                os.environ["TCM_CACHE_DIR"] = old_cache
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    total = med["propose_validate_s"] + med["release_s"]
+    return {
+        "rounds": rounds,
+        **med,
+        "validate_and_release_s": total,
+        "validate_approve_release_s": total + med["approve_validate_s"],
+        "first_call": first,
+        "baseline_load_uncached_s": baseline,
+        "ratio_to_uncached_load": total / baseline,
+    }
+
+
 def main() -> int:
     import kb
 
@@ -281,6 +339,7 @@ def main() -> int:
     results["review"] = bench_review(base)
     results["clinical"] = bench_clinical(base)
     results["cli_batch"] = bench_cli_batch()
+    results["curation"] = bench_curation(data_dir)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
     n, r, c = results["names"], results["review"], results["cli_batch"]
@@ -298,6 +357,10 @@ def main() -> int:
         ("differentiate + suggest, p50 / p99", f"{results['clinical']['p50_ms']:.1f} / {results['clinical']['p99_ms']:.1f} ms",
          "target p50 ≤ 50 ms"),
         ("CLI batch of 1,000 (incl. start-up)", f"{c['per_s']:,.0f} reviews/s", f"start-up {c['cli_startup_s']:.2f} s"),
+        ("curation: validate + release, 1 edit", f"{results['curation']['validate_and_release_s']:.2f} s",
+         f"target < 2 s; {results['curation']['ratio_to_uncached_load']:.2f}x an uncached kb load "
+         f"({results['curation']['baseline_load_uncached_s']:.2f} s); with approval's re-validation "
+         f"{results['curation']['validate_approve_release_s']:.2f} s"),
     ]  # fmt: skip
     print(f"knowledge base {results['kb_version']}: {results['kb_counts']}")
     for name, value, note in rows:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from kb import schema as s
@@ -74,8 +73,9 @@ def texts_hash(texts: dict[str, str]) -> str:
 
 
 def dump_yaml(obj: Any) -> str:
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(obj, Dumper=dumper, allow_unicode=True, sort_keys=False, width=120, default_flow_style=False)
+    """A content file's text for edited entries: JSON, which is YAML too (and ~30x faster to write than YAML
+    block style, which matters when a release is validated against the whole knowledge base)."""
+    return json.dumps(obj, ensure_ascii=False, indent=1, default=str) + "\n"
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class Tree:
         self._parsed: dict[str, Any] = dict(_parsed or {})
         self._index: dict[tuple[str, str], Loc] | None = dict(_index) if _index is not None else None
         self._dirty: set[str] = set()
+        self._dumped: dict[str, str] = {}  # dirty file -> its text, until it is edited again
 
     # ---- reading ---------------------------------------------------------------------------------------
     def parsed(self, rel: str) -> Any:
@@ -108,7 +109,7 @@ class Tree:
         if self._index is None:
             index: dict[tuple[str, str], Loc] = {}
             for rel in self.texts:
-                for kind, ident, parent in _entries_of(file_kind(rel), self.parsed(rel)):
+                for kind, ident, parent, _ in _entries_of(file_kind(rel), self.parsed(rel)):
                     index.setdefault((kind, ident), Loc(rel, parent))
             self._index = index
         return self._index
@@ -167,6 +168,7 @@ class Tree:
         if rel not in self._dirty:
             self._parsed[rel] = copy.deepcopy(self.parsed(rel))
             self._dirty.add(rel)
+        self._dumped.pop(rel, None)
         return self._parsed[rel]
 
     def _writable_entry(self, kind: str, ident: str) -> dict[str, Any]:
@@ -255,37 +257,46 @@ class Tree:
 
     def set_release(self, name: str, note: str | None) -> None:
         self._dirty.add("release.yaml")
+        self._dumped.pop("release.yaml", None)
         self._parsed["release.yaml"] = {"name": name, **({"note": note} if note else {})}
 
     def dump(self) -> dict[str, str]:
         """The file texts of this tree, edited files written out again."""
         texts = dict(self.texts)
         for rel in self._dirty:
-            texts[rel] = dump_yaml(self._parsed[rel])
+            if rel not in self._dumped:
+                self._dumped[rel] = dump_yaml(self._parsed[rel])
+            texts[rel] = self._dumped[rel]
         return texts
 
 
-def _entries_of(fkind: str, obj: Any) -> Iterator[tuple[str, str, str | None]]:
+def _entries_of(fkind: str, obj: Any) -> Iterator[tuple[str, str, str | None, dict[str, Any]]]:
+    """(kind, id, parent id, entry) of every entry in a parsed content file."""
     if obj is None:
         return
     if fkind in ("herbs", "formulas", "diseases", "symptoms") and isinstance(obj, list):
         kind = fkind[:-1]
+        child = KINDS[kind].children
         for e in obj:
             if isinstance(e, dict) and isinstance(e.get("id"), str):
-                yield kind, e["id"], None
-                child = KINDS[kind].children
-                for c in e.get(child) or [] if child else []:
+                yield kind, e["id"], None, e
+                for c in (e.get(child) or []) if child else []:
                     if isinstance(c, dict) and isinstance(c.get("id"), str):
-                        yield ("form" if kind == "herb" else "syndrome"), c["id"], e["id"]
+                        yield ("form" if kind == "herb" else "syndrome"), c["id"], e["id"], c
     elif fkind == "rules" and isinstance(obj, dict):
         rs = (obj.get("ruleset") or {}).get("id")
         for r in obj.get("rules") or []:
             if isinstance(r, dict) and isinstance(r.get("id"), str):
-                yield "rule", r["id"], rs
+                yield "rule", r["id"], rs, r
     elif fkind == "sources" and isinstance(obj, dict):
         for src in obj.get("sources") or []:
             if isinstance(src, dict) and isinstance(src.get("id"), str):
-                yield "source", src["id"], None
+                yield "source", src["id"], None, src
+
+
+def _own(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
+    children = KINDS[kind].children
+    return {k: v for k, v in entry.items() if k != children}
 
 
 def _find(obj: Any, kind: str, ident: str, fkind: str) -> tuple[list[Any], int] | None:
@@ -325,15 +336,17 @@ def _show(value: Any) -> str:
 # ---- diffs ---------------------------------------------------------------------------------------------
 def diff(before: Tree, after: Tree) -> list[dict[str, Any]]:
     """Per entity, field by field: what differs between two trees (only files that differ are read)."""
-    changed = {rel for rel in set(before.texts) | set(after.texts) if before.texts.get(rel) != after.texts.get(rel)}
+    bt, at = before.dump(), after.dump()
+    changed = {rel for rel in set(bt) | set(at) if bt.get(rel) != at.get(rel)}
     changed.discard("release.yaml")
 
     def entities(tree: Tree) -> dict[tuple[str, str], dict[str, Any]]:
-        out = {}
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        texts = bt if tree is before else at
         for rel in changed:
-            if rel in tree.texts:
-                for kind, ident, _ in _entries_of(file_kind(rel), tree.parsed(rel)):
-                    out[(kind, ident)] = tree.data(kind, ident) or {}
+            if rel in texts:
+                for kind, ident, _, entry in _entries_of(file_kind(rel), tree.parsed(rel)):
+                    out.setdefault((kind, ident), _own(kind, entry))
         return out
 
     b, a = entities(before), entities(after)

@@ -107,6 +107,7 @@ kb_change_request = Table(
     Column("base_release", String(40), nullable=False),
     Column("edits", Text, nullable=False),
     Column("validation", Text, nullable=False),
+    Column("diff", Text, nullable=False),  # what it does to the release it was last validated against
     Column("reviewer", String(200)),
     Column("decision", String(10)),
     Column("review_comment", Text),
@@ -615,33 +616,36 @@ class Curation:
         return [r.id for r in rows if any(e["kind"] == kind and e["id"] == ident for e in json.loads(r.edits))]
 
     # ---- change requests -----------------------------------------------------------------------------
-    def _validate(self, edits: list[dict[str, Any]], release: dict[str, Any]) -> dict[str, Any]:
+    def _validate(self, edits: list[dict[str, Any]], release: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(validation, diff) of edits applied to a release; StaleError when they are based on another state."""
         tree = self.tree(release)
-        applied = apply_edits(tree, edits)  # StaleError propagates
+        applied = apply_edits(tree, edits)
         if applied.problems:
             result = Check(False, applied.problems, [])
         else:
             result = check_tree(applied.tree, applied.touched, release_dir("pending"))
-        return {
+        validation = {
             "ok": result.ok,
             "problems": result.problems,
             "warnings": result.warnings,
             "checked_against": f"{release['name']}+{release['content_hash']}",
             "checked_at": _iso(self.clock()),
         }
+        return validation, diff(tree, applied.tree)
 
     def propose(self, author: str, raw: Any) -> dict[str, Any]:
         cr = parse_request(raw)
         edits = [e.model_dump(exclude_none=True, exclude_defaults=True) | {"op": e.op, "kind": e.kind, "id": e.id}
                  for e in cr.edits]  # fmt: skip
         release = self.current()
-        validation = self._validate(edits, release)
+        validation, changes = self._validate(edits, release)
         now = self.clock()
         with self.engine.begin() as conn:
             cr_id = conn.execute(insert(kb_change_request).values(
                 title=cr.title, author=author, reason=cr.reason, source=json.dumps(cr.source.model_dump(), ensure_ascii=False),
                 status="open", revision=1, created_at=now, updated_at=now, base_release=release["name"],
                 edits=json.dumps(edits, ensure_ascii=False), validation=json.dumps(validation, ensure_ascii=False),
+                diff=json.dumps(changes, ensure_ascii=False),
             )).inserted_primary_key[0]  # fmt: skip
             self._event(conn, cr_id, author, "proposed", f"{len(edits)} edit(s); valid: {validation['ok']}")
         return self.get(cr_id)
@@ -661,13 +665,14 @@ class Curation:
         edits = [e.model_dump(exclude_none=True, exclude_defaults=True) | {"op": e.op, "kind": e.kind, "id": e.id}
                  for e in cr.edits]  # fmt: skip
         release = self.current()
-        validation = self._validate(edits, release)
+        validation, changes = self._validate(edits, release)
         with self.engine.begin() as conn:
             n = conn.execute(update(kb_change_request).where(
                 (kb_change_request.c.id == cr_id) & (kb_change_request.c.revision == if_match)
             ).values(
                 title=cr.title, reason=cr.reason, source=json.dumps(cr.source.model_dump(), ensure_ascii=False),
                 edits=json.dumps(edits, ensure_ascii=False), validation=json.dumps(validation, ensure_ascii=False),
+                diff=json.dumps(changes, ensure_ascii=False),
                 status="open", revision=if_match + 1, updated_at=self.clock(), base_release=release["name"],
                 reviewer=None, decision=None, review_comment=None, reviewed_at=None,
             )).rowcount  # fmt: skip
@@ -679,14 +684,16 @@ class Curation:
     def validate(self, cr_id: int, actor: str) -> dict[str, Any]:
         cur = self._row(cr_id)
         edits = json.loads(cur["edits"])
+        extra: dict[str, Any] = {}
         try:
-            validation = self._validate(edits, self.current())
+            validation, changes = self._validate(edits, self.current())
+            extra["diff"] = json.dumps(changes, ensure_ascii=False)
         except StaleError as exc:
             validation = {"ok": False, "problems": exc.problems, "warnings": [], "stale": True,
                           "checked_against": None, "checked_at": _iso(self.clock())}  # fmt: skip
         with self.engine.begin() as conn:
             conn.execute(update(kb_change_request).where(kb_change_request.c.id == cr_id)
-                         .values(validation=json.dumps(validation, ensure_ascii=False)))  # fmt: skip
+                         .values(validation=json.dumps(validation, ensure_ascii=False), **extra))  # fmt: skip
             self._event(conn, cr_id, actor, "validated", f"valid: {validation['ok']}")
         return self.get(cr_id)
 
@@ -702,7 +709,7 @@ class Curation:
         if decision == "approve":
             edits = json.loads(cur["edits"])
             try:
-                validation = self._validate(edits, self.current())
+                validation, _ = self._validate(edits, self.current())
             except StaleError as exc:
                 self._set_status(cr_id, reviewer, "conflict", "; ".join(exc.problems), cur["revision"])
                 raise CurationError("cannot approve: the entities it edits changed since; the author re-proposes it",
@@ -767,17 +774,12 @@ class Curation:
         return out
 
     def _cr_diff(self, r: dict[str, Any]) -> list[dict[str, Any]]:
-        """What the change request does: against the release it went into, or the current one."""
-        edits = json.loads(r["edits"])
+        """What the change request does: in the release it went into, else as last validated."""
         if r["status"] == "released" and r["released_in"]:
+            edits = json.loads(r["edits"])
             rel = self.release_by_name(r["released_in"])
             return [d for d in json.loads(rel["diff"]) if any(d["kind"] == e["kind"] and d["id"] == e["id"] for e in edits)]
-        base = self.tree(self.current())
-        try:
-            applied = apply_edits(base, edits)
-        except StaleError:
-            applied = apply_edits(base, [{k: v for k, v in e.items() if k != "base_etag"} for e in edits])
-        return diff(base, Tree(applied.tree.dump()))
+        return json.loads(r["diff"])  # type: ignore[no-any-return]
 
     def list(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         if status is not None and status not in STATUSES:
@@ -901,15 +903,18 @@ class Curation:
         release = {"id": rid, "name": name, "content_hash": digest, "manifest": json.dumps(manifest), "parent_id": parent["id"]}
         with self._lock:
             self._texts[rid] = texts
+            self._trees[rid] = tree.fork()  # its index is kept up to date by the edits: no re-parse
         # the database holds the release; the folder and the compiled cache are derived from it
         data_dir = materialize(texts, digest)
         if built is not None:
             from kb.base import _code_hash, _write_pickle, cache_dir
 
             built.data_dir = data_dir
-            _write_pickle(cache_dir() / f"kb-{digest}-{_code_hash()}.pickle", built)
             with self._lock:
                 self._kbs[rid] = built
+            # the compiled copy only speeds up the next process's start: write it off the caller's path
+            threading.Thread(target=_write_pickle, args=(cache_dir() / f"kb-{digest}-{_code_hash()}.pickle", built),
+                             name="tcm-kb-compile", daemon=False).start()  # fmt: skip (finishes before exit)
         if on_built is not None:
             on_built(self.knowledge_base(release))
         return self.release_detail(name)
