@@ -252,3 +252,16 @@ def test_the_page_is_served(cur: Env) -> None:
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert cur.client.get("/curate/static/../app.py").status_code == 404
+
+
+def test_another_process_picks_up_the_release(make_env: Any) -> None:
+    a = make_env()
+    b = make_env(database_url=a.settings.database_url, kb_poll_s=0)  # a second server on the same database
+    _, etag = entity(a, "herb", "gancao")
+    cr = propose_dose(a, etag, [3, 9]).json()
+    a.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=a.auth("reviewer"))
+    rel = a.client.post("/v1/curation/releases", headers=a.auth("reviewer")).json()
+    assert b.client.get("/v1/version", headers=b.auth("emr")).json()["kb_version"] != rel["version"]
+    assert b.app.state.tcm.refresh() is True and b.app.state.tcm.refresh() is False
+    assert b.client.get("/v1/version", headers=b.auth("emr")).json()["kb_version"] == rel["version"]
+    assert b.client.get("/v1/herbs/gancao", headers=b.auth("emr")).json()["safety"]["dose_g"] == {"min": 3.0, "max": 9.0}
