@@ -21,7 +21,9 @@ from kb.errors import CurationError, CurationInputError
 
 def register(kb_sub: Any) -> None:
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--database", metavar="URL", help="database URL (default: $TCM_DATABASE_URL or sqlite:///var/tcm.db)")
+    db.add_argument(
+        "--database", metavar="URL", help="database URL (default: $TCM_DATABASE_URL or sqlite:///var/tcm.db)"
+    )
     db.add_argument("--json", action="store_true", help="print JSON")
 
     s = kb_sub.add_parser("propose", parents=[db], help="propose a change request (JSON or YAML file, or - for stdin)")
@@ -43,7 +45,9 @@ def register(kb_sub: Any) -> None:
     s.add_argument("--note")
     s.set_defaults(func=cmd_release)
 
-    s = kb_sub.add_parser("diff", parents=[db], help="field-by-field diff between two releases (default: current vs parent)")
+    s = kb_sub.add_parser(
+        "diff", parents=[db], help="field-by-field diff between two releases (default: current vs parent)"
+    )
     s.add_argument("frm", nargs="?", metavar="FROM")
     s.add_argument("to", nargs="?", metavar="TO")
     s.set_defaults(func=cmd_diff)
@@ -186,7 +190,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     c = _curation(args)
 
     def show(out: dict[str, Any]) -> None:
-        print(f"{out['from']} -> {out['to']}: {len(out['diff'])} entit{'y' if len(out['diff']) == 1 else 'ies'} changed")
+        print(
+            f"{out['from']} -> {out['to']}: {len(out['diff'])} entit{'y' if len(out['diff']) == 1 else 'ies'} changed"
+        )
         _show_diff(out["diff"])
 
     return _run(args, lambda: c.diff(args.frm, args.to), show)
@@ -224,4 +230,4 @@ def cmd_list(args: argparse.Namespace) -> int:
             ok = "ok" if cr["validation"].get("ok") else "FAILS"
             print(f"#{cr['id']:<5} {cr['status']:<10} {ok:<6} {cr['author']:<16} {cr['title']}")
 
-    return _run(args, lambda: c.list(args.status, args.limit), show)
+    return _run(args, lambda: c.change_requests(args.status, args.limit), show)

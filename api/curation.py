@@ -141,7 +141,9 @@ async def put_entity(request: Request, kind: str, ident: str) -> Response:
 
 
 # ---- change requests ----------------------------------------------------------------------------------
-@router.post("/change-requests", dependencies=[requires("curator")], status_code=201, summary="Propose a change request")
+@router.post(
+    "/change-requests", dependencies=[requires("curator")], status_code=201, summary="Propose a change request"
+)
 async def propose(request: Request) -> Response:
     body = await read_json(request)
     out = await _work(_services(request).curation.propose, _who(request).client, body)
@@ -158,7 +160,7 @@ async def list_change_requests(
     status: str | None = Query(None, max_length=12),
     limit: int = Query(200, ge=1, le=1000),
 ) -> Response:
-    items = await _work(_services(request).curation.list, status, limit)
+    items = await _work(_services(request).curation.change_requests, status, limit)
     return answer({"change_requests": items})
 
 
@@ -183,7 +185,9 @@ async def revise(request: Request, cr_id: int) -> Response:
             raise CurationInputError("If-Match of a change request is its revision number")
         revision = int(tag)
     body = await read_json(request)
-    out = await _work(_services(request).curation.revise, cr_id, _who(request).client, body, revision, _is_admin(request))
+    out = await _work(
+        _services(request).curation.revise, cr_id, _who(request).client, body, revision, _is_admin(request)
+    )
     resp = answer(out)
     resp.headers["ETag"] = _tag(out["revision"])
     return resp

@@ -105,7 +105,10 @@ class _Cipher:
         if isinstance(obj, list):
             return [self.apply(x, k, key) for x in obj]
         if isinstance(obj, dict):
-            return {kk: (f"{v}-x{k}" if kk == "id" and isinstance(v, str) else self.apply(v, k, kk)) for kk, v in obj.items()}
+            return {
+                kk: (f"{v}-x{k}" if kk == "id" and isinstance(v, str) else self.apply(v, k, kk))
+                for kk, v in obj.items()
+            }
         if isinstance(obj, str) and key in NAME_KEYS and k:
             if key in ("pinyin", "latin"):
                 return f"{obj} {k}"
@@ -141,7 +144,10 @@ def synthetic_copy(src: Path, dst: Path, factor: int = 10) -> dict[str, int]:
         if kind in ("sources", "release"):
             out: Any = data
         elif kind == "rules":
-            out = {"ruleset": data["ruleset"], "rules": [cipher.apply(r, k) for k in range(factor) for r in data["rules"]]}
+            out = {
+                "ruleset": data["ruleset"],
+                "rules": [cipher.apply(r, k) for k in range(factor) for r in data["rules"]],
+            }
         else:
             out = [cipher.apply(e, k) for k in range(factor) for e in data or []]
             counts[kind] = counts.get(kind, 0) + len(out)
@@ -245,13 +251,19 @@ def bench_clinical(base: Any, n: int = 120) -> dict[str, Any]:
         suggest(req, base)
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
-    return {"requests": len(times), "p50_ms": times[len(times) // 2], "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))]}
+    return {
+        "requests": len(times),
+        "p50_ms": times[len(times) // 2],
+        "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
+    }
 
 
 def bench_cli_batch(n: int = 1000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "batch.jsonl"
-        path.write_text("".join(json.dumps(typical_rx(), ensure_ascii=False) + "\n" for _ in range(n)), encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps(typical_rx(), ensure_ascii=False) + "\n" for _ in range(n)), encoding="utf-8"
+        )
         tcm = str(Path(sys.executable).with_name("tcm"))
         t = time.perf_counter()
         out = subprocess.run([tcm, "check", str(path), "--json"], capture_output=True, text=True, check=True)

@@ -115,7 +115,9 @@ class KnowledgeBase:
             # one name may name a disease in several disciplines (感冒 in 内科 and 儿科), never twice in one
             key = (d.discipline.value, d.name)
             if key in seen_names:
-                self._problem(d, "name", f"{d.discipline.value} already has a disease named {d.name!r} ({seen_names[key]})")
+                self._problem(
+                    d, "name", f"{d.discipline.value} already has a disease named {d.name!r} ({seen_names[key]})"
+                )
             seen_names[key] = d.id
             t = Target("disease", d.id)
             self.names.add(d.name, t)
@@ -162,7 +164,9 @@ class KnowledgeBase:
             if not e.deprecated:
                 continue
             if e.replaced_by is not None and (e.replaced_by not in table or e.replaced_by == e.id):
-                self._problem(owner, field, f"{kind} {e.id!r} is replaced by {e.replaced_by!r}, which is not another {kind}")
+                self._problem(
+                    owner, field, f"{kind} {e.id!r} is replaced by {e.replaced_by!r}, which is not another {kind}"
+                )
             self.deprecated[f"{kind}:{e.id}"] = {"replaced_by": e.replaced_by, "reason": e.deprecation_reason}
 
     def deprecation(self, kind: str, ident: str) -> dict[str, Any] | None:
@@ -279,7 +283,9 @@ class KnowledgeBase:
         for term in terms:
             r = self.names.lookup(term, "symptom")
             if not r.resolved:
-                self.warnings.append(f"{self._where(d)}: field {field}: finding {term!r} is not in the symptom vocabulary")
+                self.warnings.append(
+                    f"{self._where(d)}: field {field}: finding {term!r} is not in the symptom vocabulary"
+                )
             out.append(m.Finding(term=term, symptom_id=r.id if r.resolved else None))
         return tuple(out)
 
@@ -310,8 +316,11 @@ class KnowledgeBase:
             when = self._findings(mod.when, d, f"{base}.modifications[{i}].when")
             mods.append(
                 m.Modification(
-                    when=tuple(mod.when), when_ids=tuple(w.symptom_id for w in when), add=tuple(adds),
-                    remove=tuple(removes), note=mod.note,
+                    when=tuple(mod.when),
+                    when_ids=tuple(w.symptom_id for w in when),
+                    add=tuple(adds),
+                    remove=tuple(removes),
+                    note=mod.note,
                 )
             )
         self.syndromes[sy.id] = m.Syndrome(

@@ -199,6 +199,7 @@ class Tree:
             if not parent:
                 raise EditProblem(f"a {kind} needs its parent {k.parent} (parent)")
             owner = self._writable_entry(k.parent, parent)
+            assert k.container is not None
             owner.setdefault(k.container, []).append(entry)
             rel = self.locate(k.parent, parent).rel  # type: ignore[union-attr]
         elif kind == "source":

@@ -190,7 +190,9 @@ def parse_request(raw: Any) -> ChangeRequestIn:
     try:
         cr = ChangeRequestIn.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(x) for x in e['loc']) or '(request)'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        problems = [
+            f"{'.'.join(str(x) for x in e['loc']) or '(request)'}: {e['msg']}" for e in exc.errors(include_url=False)
+        ]
         raise CurationInputError("malformed change request", problems) from None
     problems = []
     for i, e in enumerate(cr.edits):
@@ -351,7 +353,9 @@ class Curation:
         """(id, name, content hash) of the current release, or None before curation was first used: cheap."""
         with self.engine.connect() as conn:
             r = conn.execute(
-                select(kb_release.c.id, kb_release.c.name, kb_release.c.content_hash).order_by(kb_release.c.id.desc()).limit(1)
+                select(kb_release.c.id, kb_release.c.name, kb_release.c.content_hash)
+                .order_by(kb_release.c.id.desc())
+                .limit(1)
             ).first()
         return None if r is None else (r.id, r.name, r.content_hash)
 
@@ -407,7 +411,9 @@ class Curation:
         blobs: dict[str, str] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(shas), 500):
-                for r in conn.execute(select(kb_blob.c.sha256, kb_blob.c.data).where(kb_blob.c.sha256.in_(shas[i : i + 500]))):
+                for r in conn.execute(
+                    select(kb_blob.c.sha256, kb_blob.c.data).where(kb_blob.c.sha256.in_(shas[i : i + 500]))
+                ):
                     blobs[r.sha256] = zlib.decompress(r.data).decode("utf-8")
         missing = [rel for rel, sha in manifest.items() if sha not in blobs]
         if missing:
@@ -543,7 +549,12 @@ class Curation:
             if not needle:
                 scored.append((3, name, k, ident))
                 continue
-            labels = [name, ident, str(e.get("pinyin") or ""), *[str(a) for a in e.get("aliases") or e.get("synonyms") or []]]
+            labels = [
+                name,
+                ident,
+                str(e.get("pinyin") or ""),
+                *[str(a) for a in e.get("aliases") or e.get("synonyms") or []],
+            ]
             best = None
             for j, lab in enumerate(labels):
                 low = normalize(lab).lower()
@@ -563,8 +574,10 @@ class Curation:
         return {
             "query": q,
             "kind": kind,
-            "results": [{"kind": k, "id": i, "name": n, "deprecated": bool((tree.entry(k, i) or {}).get("deprecated"))}
-                        for _, n, k, i in hits],  # fmt: skip
+            "results": [
+                {"kind": k, "id": i, "name": n, "deprecated": bool((tree.entry(k, i) or {}).get("deprecated"))}
+                for _, n, k, i in hits
+            ],  # fmt: skip
             "total": len(scored),
         }
 
@@ -611,12 +624,16 @@ class Curation:
     def pending_for(self, kind: str, ident: str) -> list[int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(kb_change_request.c.id, kb_change_request.c.edits).where(kb_change_request.c.status.in_(("open", "approved")))
+                select(kb_change_request.c.id, kb_change_request.c.edits).where(
+                    kb_change_request.c.status.in_(("open", "approved"))
+                )
             ).all()
         return [r.id for r in rows if any(e["kind"] == kind and e["id"] == ident for e in json.loads(r.edits))]
 
     # ---- change requests -----------------------------------------------------------------------------
-    def _validate(self, edits: list[dict[str, Any]], release: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _validate(
+        self, edits: list[dict[str, Any]], release: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(validation, diff) of edits applied to a release; StaleError when they are based on another state."""
         tree = self.tree(release)
         applied = apply_edits(tree, edits)
@@ -646,7 +663,7 @@ class Curation:
                 status="open", revision=1, created_at=now, updated_at=now, base_release=release["name"],
                 edits=json.dumps(edits, ensure_ascii=False), validation=json.dumps(validation, ensure_ascii=False),
                 diff=json.dumps(changes, ensure_ascii=False),
-            )).inserted_primary_key[0]  # fmt: skip
+            )).inserted_primary_key[0]  # type: ignore[index]  # fmt: skip
             self._event(conn, cr_id, author, "proposed", f"{len(edits)} edit(s); valid: {validation['ok']}")
         return self.get(cr_id)
 
@@ -660,7 +677,9 @@ class Curation:
         if cur["status"] not in EDITABLE:
             raise CurationError(f"change request #{cr_id} is {cur['status']}; it can no longer be edited")
         if if_match != cur["revision"]:
-            raise StaleError(f"change request #{cr_id} changed since revision {if_match}", current_revision=cur["revision"])
+            raise StaleError(
+                f"change request #{cr_id} changed since revision {if_match}", current_revision=cur["revision"]
+            )
         cr = parse_request(raw)
         edits = [e.model_dump(exclude_none=True, exclude_defaults=True) | {"op": e.op, "kind": e.kind, "id": e.id}
                  for e in cr.edits]  # fmt: skip
@@ -677,7 +696,9 @@ class Curation:
                 reviewer=None, decision=None, review_comment=None, reviewed_at=None,
             )).rowcount  # fmt: skip
             if n != 1:
-                raise StaleError(f"change request #{cr_id} changed meanwhile", current_revision=self._row(cr_id)["revision"])
+                raise StaleError(
+                    f"change request #{cr_id} changed meanwhile", current_revision=self._row(cr_id)["revision"]
+                )
             self._event(conn, cr_id, actor, "revised", f"revision {if_match + 1}; valid: {validation['ok']}")
         return self.get(cr_id)
 
@@ -748,11 +769,15 @@ class Curation:
                 (kb_change_request.c.id == cr_id) & (kb_change_request.c.revision == revision)
             ).values(status=status, revision=revision + 1, updated_at=self.clock())).rowcount  # fmt: skip
             if n != 1:
-                raise StaleError(f"change request #{cr_id} changed meanwhile", current_revision=self._row(cr_id)["revision"])
+                raise StaleError(
+                    f"change request #{cr_id} changed meanwhile", current_revision=self._row(cr_id)["revision"]
+                )
             self._event(conn, cr_id, actor, status, detail)
 
     def _event(self, conn: Connection, cr_id: int, actor: str, action: str, detail: str | None) -> None:
-        conn.execute(insert(kb_cr_event).values(cr_id=cr_id, at=self.clock(), actor=actor, action=action, detail=detail))
+        conn.execute(
+            insert(kb_cr_event).values(cr_id=cr_id, at=self.clock(), actor=actor, action=action, detail=detail)
+        )
 
     def _row(self, cr_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -767,7 +792,9 @@ class Curation:
         with self.engine.connect() as conn:
             out["events"] = [
                 {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail}
-                for e in conn.execute(select(kb_cr_event).where(kb_cr_event.c.cr_id == cr_id).order_by(kb_cr_event.c.id))
+                for e in conn.execute(
+                    select(kb_cr_event).where(kb_cr_event.c.cr_id == cr_id).order_by(kb_cr_event.c.id)
+                )
             ]
         if with_diff:
             out["diff"] = self._cr_diff(r)
@@ -778,10 +805,12 @@ class Curation:
         if r["status"] == "released" and r["released_in"]:
             edits = json.loads(r["edits"])
             rel = self.release_by_name(r["released_in"])
-            return [d for d in json.loads(rel["diff"]) if any(d["kind"] == e["kind"] and d["id"] == e["id"] for e in edits)]
+            return [
+                d for d in json.loads(rel["diff"]) if any(d["kind"] == e["kind"] and d["id"] == e["id"] for e in edits)
+            ]
         return json.loads(r["diff"])  # type: ignore[no-any-return]
 
-    def list(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def change_requests(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         if status is not None and status not in STATUSES:
             raise CurationInputError(f"unknown status {status!r}; statuses: {', '.join(STATUSES)}")
         q = select(kb_change_request).order_by(kb_change_request.c.id.desc()).limit(max(1, min(limit, 1000)))
@@ -791,7 +820,9 @@ class Curation:
             return [_cr_out(dict(r)) for r in conn.execute(q).mappings()]
 
     # ---- releasing -----------------------------------------------------------------------------------
-    def release(self, actor: str, note: str | None = None, on_built: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    def release(
+        self, actor: str, note: str | None = None, on_built: Callable[[Any], None] | None = None
+    ) -> dict[str, Any]:
         """Publish every approved change request as a new release; those that no longer apply are marked
         ``conflict`` with the reason and left out. ``on_built`` gets the new knowledge base once it is stored."""
         with self._lock:
@@ -811,12 +842,16 @@ class Curation:
                 raise CurationError("nothing released: every approved change request conflicts",
                                     [f"#{c}: {p}" for c, p in conflicts.items()])  # fmt: skip
             tree, check = accepted["tree"], accepted["check"]
-            changelog = [f"#{r['id']} {r['title']} ({r['author']}; approved by {r['reviewer']})" for r in accepted["crs"]]
+            changelog = [
+                f"#{r['id']} {r['title']} ({r['author']}; approved by {r['reviewer']})" for r in accepted["crs"]
+            ]
             changelog += [f"#{c} not released (conflict): {p}" for c, p in conflicts.items()]
             return self._publish(base_rel, tree, name, "release", actor, note, [r["id"] for r in accepted["crs"]],
                                  changelog, check.kb, conflicts, on_built)  # fmt: skip
 
-    def _combine(self, base: Tree, approved: list[dict[str, Any]], name: str, note: str | None) -> tuple[dict[str, Any], dict[int, str]]:
+    def _combine(
+        self, base: Tree, approved: list[dict[str, Any]], name: str, note: str | None
+    ) -> tuple[dict[str, Any], dict[int, str]]:
         conflicts: dict[int, str] = {}
         data_dir = release_dir("pending")
 
@@ -847,7 +882,7 @@ class Curation:
             # together they fail: add them one at a time, keeping each that leaves a valid knowledge base
             kept: list[dict[str, Any]] = []
             for r in good:
-                t, c, b = attempt([*kept, r])
+                _, c, b = attempt([*kept, r])
                 if b or c is None or not c.ok:
                     conflicts[r["id"]] = "; ".join((c.problems if c else []) or list(b.values()))[:4000]
                 else:
@@ -882,14 +917,16 @@ class Curation:
                     name=name, content_hash=digest, parent_id=parent["id"], kind=kind, created_at=now, created_by=actor,
                     note=note, restored_from=restored_from, manifest=json.dumps(manifest), change_requests=json.dumps(cr_ids),
                     changelog=json.dumps(changelog, ensure_ascii=False), diff=json.dumps(changes, ensure_ascii=False),
-                )).inserted_primary_key[0]  # fmt: skip
+                )).inserted_primary_key[0]  # type: ignore[index]  # fmt: skip
                 for cr_id in cr_ids:
                     n = conn.execute(update(kb_change_request).where(
                         (kb_change_request.c.id == cr_id) & (kb_change_request.c.status == "approved")
                     ).values(status="released", released_in=name, revision=kb_change_request.c.revision + 1,
                              updated_at=now)).rowcount  # fmt: skip
                     if n != 1:
-                        raise StaleError(f"change request #{cr_id} changed while the release was being made; release again")
+                        raise StaleError(
+                            f"change request #{cr_id} changed while the release was being made; release again"
+                        )
                     self._event(conn, cr_id, actor, "released", name)
                 for cr_id, why in conflicts.items():
                     conn.execute(update(kb_change_request).where(kb_change_request.c.id == cr_id).values(
@@ -899,8 +936,16 @@ class Curation:
                     ))  # fmt: skip
                     self._event(conn, cr_id, actor, "conflict", why[:2000])
         except IntegrityError:
-            raise CurationError("another release was made at the same moment; look at the history and try again") from None
-        release = {"id": rid, "name": name, "content_hash": digest, "manifest": json.dumps(manifest), "parent_id": parent["id"]}
+            raise CurationError(
+                "another release was made at the same moment; look at the history and try again"
+            ) from None
+        release = {
+            "id": rid,
+            "name": name,
+            "content_hash": digest,
+            "manifest": json.dumps(manifest),
+            "parent_id": parent["id"],
+        }
         with self._lock:
             self._texts[rid] = texts
             self._trees[rid] = tree.fork()  # its index is kept up to date by the edits: no re-parse
@@ -913,13 +958,19 @@ class Curation:
             with self._lock:
                 self._kbs[rid] = built
             # the compiled copy only speeds up the next process's start: write it off the caller's path
-            threading.Thread(target=_write_pickle, args=(cache_dir() / f"kb-{digest}-{_code_hash()}.pickle", built),
-                             name="tcm-kb-compile", daemon=False).start()  # fmt: skip (finishes before exit)
+            threading.Thread(
+                target=_write_pickle,
+                args=(cache_dir() / f"kb-{digest}-{_code_hash()}.pickle", built),
+                name="tcm-kb-compile",
+                daemon=False,
+            ).start()  # fmt: skip (finishes before exit)
         if on_built is not None:
             on_built(self.knowledge_base(release))
         return self.release_detail(name)
 
-    def restore(self, name: str, actor: str, note: str | None = None, on_built: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    def restore(
+        self, name: str, actor: str, note: str | None = None, on_built: Callable[[Any], None] | None = None
+    ) -> dict[str, Any]:
         """Publish the content of an earlier release as a new release."""
         with self._lock:
             target = self.release_by_name(name)
@@ -965,9 +1016,16 @@ class Curation:
                 r = (dict(conn.execute(select(kb_release).where(kb_release.c.id == r["parent_id"])).mappings().one())
                      if r["parent_id"] else None)  # fmt: skip
             ids = sorted({i for x in lineage for i in json.loads(x["change_requests"])})
-            crs = [dict(x) for x in conn.execute(select(kb_change_request).where(kb_change_request.c.id.in_(ids))).mappings()] if ids else []
+            crs = (
+                [
+                    dict(x)
+                    for x in conn.execute(select(kb_change_request).where(kb_change_request.c.id.in_(ids))).mappings()
+                ]
+                if ids
+                else []
+            )
         g = release_graph(self.knowledge_base(rel), lineage, crs)
-        data = g.serialize(format=fmts[fmt], **({"auto_compact": True} if fmts[fmt] == "json-ld" else {}))
+        data = g.serialize(format=fmts[fmt], **({"auto_compact": True} if fmts[fmt] == "json-ld" else {}))  # type: ignore[call-overload]
         return data.encode("utf-8") if isinstance(data, str) else data
 
 

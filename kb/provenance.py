@@ -112,6 +112,12 @@ def release_graph(kb: Any, lineage: list[dict[str, Any]], crs: list[dict[str, An
             g.add((edit, TCM.target, target))
             payload = {k: e[k] for k in ("data", "unset", "relation", "value", "parent") if k in e}
             if payload:
-                g.add((edit, TCM.data, Literal(json.dumps(payload, ensure_ascii=False, sort_keys=True), datatype=RDF.JSON)))
+                g.add(
+                    (
+                        edit,
+                        TCM.data,
+                        Literal(json.dumps(payload, ensure_ascii=False, sort_keys=True), datatype=RDF.JSON),
+                    )
+                )
             g.add((target, PROV.wasGeneratedBy if e["op"] == "create" else PROV.wasInfluencedBy, ch))
     return g

@@ -155,8 +155,13 @@ class _Exporter:
             for v in value:
                 g.add((iri, _pred(field), _lit(v)))
             if len(value) > 1:  # the written order (main formula first …), for a lossless round trip
-                g.add((iri, _order_pred(field), Literal(json.dumps([_lit(v).toPython() for v in value],
-                                                                   ensure_ascii=False), datatype=RDF.JSON)))
+                g.add(
+                    (
+                        iri,
+                        _order_pred(field),
+                        Literal(json.dumps([_lit(v).toPython() for v in value], ensure_ascii=False), datatype=RDF.JSON),
+                    )
+                )
         elif value is None:
             g.add((iri, _pred(field), TCM.none))
         else:
@@ -291,7 +296,7 @@ def to_subgraph(kb: KnowledgeBase, keys: set[tuple[str, str]]) -> tuple[Graph, l
     focus = sorted({x for x in g.subjects() if isinstance(x, URIRef)})
     ex.links(linked)
     # what the entries point to exists (the knowledge base checked that): give it its type, for sh:class
-    kinds = {"herb": (kb.herbs, TCM.Herb), "form": (kb.forms, TCM.ProcessedForm), "formula": (kb.formulas, TCM.Formula),
+    kinds: dict[str, tuple[dict[str, Any], URIRef]] = {"herb": (kb.herbs, TCM.Herb), "form": (kb.forms, TCM.ProcessedForm), "formula": (kb.formulas, TCM.Formula),
              "disease": (kb.diseases, TCM.Disease), "source": (kb.sources, TCM.Source)}  # fmt: skip
     base = str(KBN)
     for o in set(g.objects()):
@@ -540,7 +545,11 @@ def validate_shacl(g: Graph, focus_nodes: list[URIRef] | None = None) -> tuple[b
     if _SHAPES is None:
         _SHAPES = Graph().parse(SHAPES_FILE, format="turtle")
     conforms, report, _ = validate(
-        g, shacl_graph=_SHAPES, inference="none", advanced=True, focus_nodes=focus_nodes or None
+        g,
+        shacl_graph=_SHAPES,
+        inference="none",
+        advanced=True,
+        focus_nodes=list(focus_nodes or []) or None,  # type: ignore[arg-type]
     )
     problems = []
     SH = Namespace("http://www.w3.org/ns/shacl#")

@@ -372,6 +372,7 @@ ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "names": DistinctName,
 }
 
+
 def check_file(path: Path) -> list[str]:
     """Validate one content file on its own; returns error lines (empty when the file is valid)."""
     from kb.loader import load_file  # local import: loader imports this module

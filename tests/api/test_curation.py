@@ -57,7 +57,10 @@ def test_whole_workflow_and_restore(cur: Env) -> None:
     assert r.json()["status"] == "approved" and r.json()["review"]["reviewer"] == "client-reviewer"
 
     # nothing changes for the engine until the release
-    assert cur.client.get("/v1/herbs/gancao", headers=cur.auth("emr")).json()["safety"]["dose_g"] == {"min": 2.0, "max": 10.0}
+    assert cur.client.get("/v1/herbs/gancao", headers=cur.auth("emr")).json()["safety"]["dose_g"] == {
+        "min": 2.0,
+        "max": 10.0,
+    }
     r = cur.client.post("/v1/curation/releases", json={"note": "药典修订"}, headers=cur.auth("reviewer"))
     assert r.status_code == 201, r.text
     rel = r.json()
@@ -69,10 +72,15 @@ def test_whole_workflow_and_restore(cur: Env) -> None:
     got = cur.client.get("/v1/herbs/gancao", headers=cur.auth("emr")).json()
     assert got["safety"]["dose_g"] == {"min": 3.0, "max": 9.0}
     assert got["kb_version"] == rel["version"] != before
-    check = cur.client.post("/v1/check", json={"items": [{"herb": "甘草", "dose_g": 10}]}, headers=cur.auth("emr")).json()
+    check = cur.client.post(
+        "/v1/check", json={"items": [{"herb": "甘草", "dose_g": 10}]}, headers=cur.auth("emr")
+    ).json()
     assert check["kb_version"] == rel["version"]
     assert any(f["kind"] == "dose" and f["rule_id"] == "dose.gancao" for f in check["findings"]), check["findings"]
-    assert cur.client.get(f"/v1/curation/change-requests/{cr['id']}", headers=cur.auth("curator")).json()["status"] == "released"
+    assert (
+        cur.client.get(f"/v1/curation/change-requests/{cr['id']}", headers=cur.auth("curator")).json()["status"]
+        == "released"
+    )
 
     hist = cur.client.get("/v1/curation/releases", headers=cur.auth("curator")).json()["releases"]
     assert [h["kind"] for h in hist] == ["release", "seed"]
@@ -97,13 +105,18 @@ def test_self_approval_is_refused(cur: Env) -> None:
     r = cur.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"},
                         headers=cur.auth("admin"))  # fmt: skip
     assert r.status_code == 403 and "other than its author" in r.json()["detail"]
-    assert cur.client.get(f"/v1/curation/change-requests/{cr['id']}", headers=cur.auth("reviewer")).json()["status"] == "open"
+    assert (
+        cur.client.get(f"/v1/curation/change-requests/{cr['id']}", headers=cur.auth("reviewer")).json()["status"]
+        == "open"
+    )
 
 
 def test_stale_edit_gets_412_and_stores_nothing(cur: Env) -> None:
     _, etag = entity(cur, "herb", "gancao")
     first = propose_dose(cur, etag, [3, 9]).json()
-    cur.client.post(f"/v1/curation/change-requests/{first['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer"))
+    cur.client.post(
+        f"/v1/curation/change-requests/{first['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer")
+    )
     assert cur.client.post("/v1/curation/releases", headers=cur.auth("reviewer")).status_code == 201
     n = len(cur.client.get("/v1/curation/change-requests", headers=cur.auth("curator")).json()["change_requests"])
 
@@ -112,7 +125,9 @@ def test_stale_edit_gets_412_and_stores_nothing(cur: Env) -> None:
     body = r.json()
     _, now = entity(cur, "herb", "gancao")
     assert body["current_etag"] == now.strip('"') and r.headers["etag"] == now
-    assert len(cur.client.get("/v1/curation/change-requests", headers=cur.auth("curator")).json()["change_requests"]) == n
+    assert (
+        len(cur.client.get("/v1/curation/change-requests", headers=cur.auth("curator")).json()["change_requests"]) == n
+    )
 
     assert cur.client.put("/v1/curation/entities/herb/gancao", json={"title": "t", "reason": "r", "source": SOURCE,
                           "data": {"dose_g": [1, 5]}}, headers=cur.auth("curator")).status_code == 428  # fmt: skip
@@ -124,7 +139,11 @@ def test_two_edits_of_one_entity_the_second_released_conflicts(cur: Env) -> None
     a = propose_dose(cur, etag, [3, 9]).json()
     b = propose_dose(cur, etag, [4, 8]).json()
     for cr in (a, b):
-        r = cur.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer"))
+        r = cur.client.post(
+            f"/v1/curation/change-requests/{cr['id']}/review",
+            json={"decision": "approve"},
+            headers=cur.auth("reviewer"),
+        )
         assert r.status_code == 200, r.text
     rel = cur.client.post("/v1/curation/releases", headers=cur.auth("reviewer")).json()
     assert rel["change_requests"] == [a["id"]]
@@ -157,7 +176,9 @@ def test_invalid_change_request_is_stored_but_cannot_be_approved(cur: Env) -> No
     ]}  # fmt: skip
     cr = cur.client.post("/v1/curation/change-requests", json=body, headers=cur.auth("curator")).json()
     assert not cr["validation"]["ok"] and any("min > max" in p for p in cr["validation"]["problems"])
-    r = cur.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer"))
+    r = cur.client.post(
+        f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer")
+    )
     assert r.status_code == 409 and any("min > max" in p for p in r.json()["problems"])
 
     body["edits"] = [{"op": "add_relation", "kind": "formula", "id": "guizhi-tang", "base_etag": gz.strip('"'),
@@ -172,7 +193,9 @@ def test_invalid_change_request_is_stored_but_cannot_be_approved(cur: Env) -> No
 
 
 def test_malformed_change_requests_are_refused_with_every_problem(cur: Env) -> None:
-    r = cur.client.post("/v1/curation/change-requests", json={"title": "", "edits": [{"op": "explode"}]}, headers=cur.auth("curator"))
+    r = cur.client.post(
+        "/v1/curation/change-requests", json={"title": "", "edits": [{"op": "explode"}]}, headers=cur.auth("curator")
+    )
     assert r.status_code == 422
     text = " ".join(r.json()["problems"])
     assert "title" in text and "reason" in text and "source" in text and "op" in text
@@ -196,7 +219,11 @@ def test_create_and_deprecate_with_replacement(cur: Env) -> None:
     cr2 = cur.client.post("/v1/curation/change-requests", json=deprecate, headers=cur.auth("curator")).json()
     assert cr2["validation"]["ok"], cr2["validation"]
     for cr in (cr1, cr2):
-        cur.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer"))
+        cur.client.post(
+            f"/v1/curation/change-requests/{cr['id']}/review",
+            json={"decision": "approve"},
+            headers=cur.auth("reviewer"),
+        )
     rel = cur.client.post("/v1/curation/releases", headers=cur.auth("reviewer")).json()
     assert sorted(rel["change_requests"]) == sorted([cr1["id"], cr2["id"]])
     assert {(d["id"], d["change"]) for d in rel["diff"]} == {("ceshixinyao", "created"), ("guizhi-tang", "deprecated")}
@@ -233,7 +260,9 @@ def test_search_neighbourhood_schema_and_export(cur: Env) -> None:
 
     _, etag = entity(cur, "herb", "gancao")
     cr = propose_dose(cur, etag, [3, 9]).json()
-    cur.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer"))
+    cur.client.post(
+        f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=cur.auth("reviewer")
+    )
     rel = cur.client.post("/v1/curation/releases", headers=cur.auth("reviewer")).json()
     ttl = cur.client.get(f"/v1/curation/releases/{rel['name']}/export?format=ttl", headers=cur.auth("curator"))
     assert ttl.status_code == 200 and ttl.headers["content-type"].startswith("text/turtle")
@@ -259,9 +288,14 @@ def test_another_process_picks_up_the_release(make_env: Any) -> None:
     b = make_env(database_url=a.settings.database_url, kb_poll_s=0)  # a second server on the same database
     _, etag = entity(a, "herb", "gancao")
     cr = propose_dose(a, etag, [3, 9]).json()
-    a.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=a.auth("reviewer"))
+    a.client.post(
+        f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"}, headers=a.auth("reviewer")
+    )
     rel = a.client.post("/v1/curation/releases", headers=a.auth("reviewer")).json()
     assert b.client.get("/v1/version", headers=b.auth("emr")).json()["kb_version"] != rel["version"]
     assert b.app.state.tcm.refresh() is True and b.app.state.tcm.refresh() is False
     assert b.client.get("/v1/version", headers=b.auth("emr")).json()["kb_version"] == rel["version"]
-    assert b.client.get("/v1/herbs/gancao", headers=b.auth("emr")).json()["safety"]["dose_g"] == {"min": 3.0, "max": 9.0}
+    assert b.client.get("/v1/herbs/gancao", headers=b.auth("emr")).json()["safety"]["dose_g"] == {
+        "min": 3.0,
+        "max": 9.0,
+    }
