@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 TCM    := $(VENV)/bin/tcm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench eval train clean
+.PHONY: install run test test-slow test-browser lint bench eval train clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,16 @@ run: install
 	$(TCM) serve --dev --host 127.0.0.1 --port 8000
 
 test: install
-	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+	$(PY) -m pytest -q -m "not slow and not browser" -p no:cacheprovider
+
+# The curator's web page in headless Chromium (Playwright for Python driving Debian's chromium package, installed
+# here when missing and we may: root, or sudo). Screenshots go to artifacts/screenshots/.
+test-browser: install
+	command -v chromium >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	command -v chromium >/dev/null 2>&1 || { echo "test-browser: Debian's chromium is needed (apt-get install chromium)"; exit 1; }
+	$(PIP) install -q -e '.[dev,browser]'
+	$(PY) -m pytest -q -m browser -p no:cacheprovider
 
 test-slow: install
 	$(PY) -m pytest -q -m slow -p no:cacheprovider

@@ -55,3 +55,32 @@ def test_schema_creation_is_idempotent_on_postgres() -> None:
         assert conn.exec_driver_sql("SELECT count(*) FROM audit_log").scalar() is not None
     engine.dispose()
     assert uuid.uuid4()
+
+
+def test_curation_workflow_on_postgres(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    from api.audit import make_engine
+    from kb import curation
+
+    engine = make_engine(URL or "")
+    curation.metadata.drop_all(engine)  # a throwaway database: start the curation tables afresh
+    engine.dispose()
+    e = build(tmp_path, database_url=URL)
+    try:
+        source = {"work": "中华人民共和国药典", "edition": "2020年版 一部", "locator": "甘草"}
+        r = e.client.get("/v1/curation/entities/herb/gancao", headers=e.auth("curator"))
+        put = {"title": "甘草用量", "reason": "r", "source": source, "data": {"dose_g": [3, 9]}}
+        cr = e.client.put("/v1/curation/entities/herb/gancao", json=put,
+                          headers={**e.auth("curator"), "If-Match": r.headers["etag"]}).json()  # fmt: skip
+        assert cr["validation"]["ok"], cr
+        assert e.client.put("/v1/curation/entities/herb/gancao", json=put, headers={**e.auth("curator"),
+                            "If-Match": '"0000"'}).status_code == 412  # fmt: skip
+        assert e.client.post(f"/v1/curation/change-requests/{cr['id']}/review", json={"decision": "approve"},
+                             headers=e.auth("reviewer")).status_code == 200  # fmt: skip
+        rel = e.client.post("/v1/curation/releases", headers=e.auth("reviewer")).json()
+        got = e.client.get("/v1/herbs/gancao", headers=e.auth("emr")).json()
+        assert got["kb_version"] == rel["version"] and got["safety"]["dose_g"] == {"min": 3.0, "max": 9.0}
+        seed = e.client.get("/v1/curation/releases", headers=e.auth("curator")).json()["releases"][-1]["name"]
+        assert e.client.post(f"/v1/curation/releases/{seed}/restore", headers=e.auth("reviewer")).status_code == 201
+    finally:
+        close(e)
