@@ -26,10 +26,10 @@ test: install
 	$(PY) -m pytest -q -m "not slow and not browser" -p no:cacheprovider
 
 # The curator's web page in headless Chromium (Playwright for Python driving Debian's chromium package, installed
-# here when missing and we may: root, or sudo). Screenshots go to artifacts/screenshots/.
+# here when missing and we may: root, or sudo; with a CJK font for readable screenshots in artifacts/screenshots/).
 test-browser: install
-	command -v chromium >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	command -v chromium >/dev/null 2>&1 && fc-list :lang=zh | grep -q . || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 	command -v chromium >/dev/null 2>&1 || { echo "test-browser: Debian's chromium is needed (apt-get install chromium)"; exit 1; }
 	$(PIP) install -q -e '.[dev,browser]'
 	$(PY) -m pytest -q -m browser -p no:cacheprovider

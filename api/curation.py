@@ -334,6 +334,21 @@ HELP = {
     "codes": "GB/T 15657-2021、GB/T 16751.2-2021、ICD-11 第26章编码；不确定请留空",
 }
 MULTILINE = {"usage", "note", "deprecation_reason", "message_zh", "message_en"}
+# the order a physician reads an entry in; fields not listed follow in the schema's order, provenance last
+FIRST = ("id", "name", "pinyin", "latin", "aliases", "synonyms", "category", "discipline", "processing", "raw",
+         "nature", "flavours", "meridians", "functions", "indications", "origin", "composition", "usage",
+         "key_symptoms", "secondary_symptoms", "tongue", "pulse", "contra_symptoms", "principle", "formulas",
+         "modifications", "dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions")  # fmt: skip
+LAST = ("codes", "source", "verification", "deprecated", "replaced_by", "deprecation_reason")
+OPTION_LABELS = {
+    "verified": "已核对原始文献", "secondary": "据二手资料", "unverified": "未核实",
+    "allowed": "可内服", "processed_only": "须炮制后内服", "external_only": "仅外用", "banned": "已禁用",
+    "incompatibility": "十八反（相反）", "antagonism": "十九畏（相畏）", "controlled": "毒性药品管制",
+    "duration": "疗程限制", "herb_duration": "单味药疗程限制",
+    "info": "提示", "warning": "警告", "critical": "严重",
+    "pharmacopoeia": "药典", "standard": "标准", "regulation": "法规", "textbook": "教材", "classic": "古籍",
+    "project": "本项目",
+}  # fmt: skip
 
 
 def _field(name: str, annotation: Any, required: bool) -> dict[str, Any]:
@@ -376,6 +391,8 @@ def _field(name: str, annotation: Any, required: bool) -> dict[str, Any]:
         out["type"] = "textarea" if name in MULTILINE else "text"
     else:
         out["type"] = "json"
+    if out.get("options"):
+        out["option_labels"] = {o: OPTION_LABELS.get(o, o) for o in out["options"]}
     return out
 
 
@@ -388,10 +405,11 @@ def form_schema() -> dict[str, Any]:
     if _SCHEMA is None:
         kinds = {}
         for k in KINDS.values():
+            names = [n for n in k.model.model_fields if n != k.children]
+            order = {n: i for i, n in enumerate(FIRST)} | {n: 1000 + i for i, n in enumerate(LAST)}
+            names.sort(key=lambda n: order.get(n, 500))
             fields = [
-                _field(name, info.annotation, info.is_required())
-                for name, info in k.model.model_fields.items()
-                if name != k.children
+                _field(n, k.model.model_fields[n].annotation, k.model.model_fields[n].is_required()) for n in names
             ]
             kinds[k.name] = {"label": k.label, "parent": k.parent, "fields": fields}
         _SCHEMA = {"kinds": kinds, "statuses": ["open", "approved", "rejected", "released", "withdrawn", "conflict"]}

@@ -611,6 +611,17 @@ def _write_pickle(path: Path, obj: Any) -> None:
         logger.info("cache not written: %s", exc)
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a cache file atomically; a cache that cannot be written is only logged."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        logger.info("cache not written: %s", exc)
+
+
 @functools.cache
 def _code_hash() -> str:
     h = hashlib.sha256()

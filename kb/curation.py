@@ -378,7 +378,7 @@ class Curation:
                 manifest = self._store_blobs(conn, texts)
                 conn.execute(insert(kb_release).values(
                     name=name, content_hash=texts_hash(texts), parent_id=None, kind="seed", created_at=self.clock(),
-                    created_by="system", note=f"the knowledge base the engine was started with ({self.seed_dir.name})",
+                    created_by="system", note=f"引擎启动时的知识库（{self.seed_dir.name}）",
                     restored_from=None, manifest=json.dumps(manifest), change_requests="[]", changelog="[]", diff="[]",
                 ))  # fmt: skip
         except IntegrityError:  # another process seeded it first
@@ -528,6 +528,8 @@ class Curation:
             "etag": tree.etag(kind, ident),
             "deprecated": bool(data.get("deprecated")),
             "replaced_by": data.get("replaced_by"),
+            "replaced_by_name": _name(tree.entry(kind, data["replaced_by"])) if data.get("replaced_by") else None,
+            "parent_name": _name(tree.entry(KINDS[kind].parent or "", loc.parent)) if loc.parent else None,
             "children": [{"kind": k, "id": i, "name": n} for k, i, n in tree.children(kind, ident)],
             "file": loc.rel,
             "pending": self.pending_for(kind, ident),
@@ -601,7 +603,11 @@ class Curation:
             return key
 
         node(center)
-        for src, dst, a in list(g.in_edges(center, data=True)) + list(g.out_edges(center, data=True)):
+        around = list(g.in_edges(center, data=True)) + list(g.out_edges(center, data=True))
+        around.sort(
+            key=lambda e: _REL_ORDER.get(e[2].get("rel", ""), 3)
+        )  # rules and structure before the many formulas
+        for src, dst, a in around:
             if len(nodes) >= limit:
                 break
             rel = a.get("rel", "")
@@ -637,8 +643,11 @@ class Curation:
         """(validation, diff) of edits applied to a release; StaleError when they are based on another state."""
         tree = self.tree(release)
         applied = apply_edits(tree, edits)
+        changes = diff(tree, applied.tree)
         if applied.problems:
             result = Check(False, applied.problems, [])
+        elif not changes:
+            result = Check(False, ["the change request changes nothing in the current release"], [])
         else:
             result = check_tree(applied.tree, applied.touched, release_dir("pending"))
         validation = {
@@ -648,7 +657,7 @@ class Curation:
             "checked_against": f"{release['name']}+{release['content_hash']}",
             "checked_at": _iso(self.clock()),
         }
-        return validation, diff(tree, applied.tree)
+        return validation, changes
 
     def propose(self, author: str, raw: Any) -> dict[str, Any]:
         cr = parse_request(raw)
@@ -1008,6 +1017,15 @@ class Curation:
         if fmt not in fmts:
             raise CurationInputError(f"unknown RDF format {fmt!r}; use ttl or jsonld")
         rel = self.release_by_name(name)
+        from kb.base import _write_bytes, cache_dir
+
+        cached = (
+            cache_dir()
+            / "exports"
+            / f"{rel['name']}-{rel['content_hash']}.{'ttl' if fmts[fmt] == 'turtle' else 'jsonld'}"
+        )
+        if cached.is_file():  # a release never changes: serialise it once (it takes a minute on the full graph)
+            return cached.read_bytes()
         lineage = []
         with self.engine.connect() as conn:
             r: dict[str, Any] | None = rel
@@ -1026,7 +1044,9 @@ class Curation:
             )
         g = release_graph(self.knowledge_base(rel), lineage, crs)
         data = g.serialize(format=fmts[fmt], **({"auto_compact": True} if fmts[fmt] == "json-ld" else {}))  # type: ignore[call-overload]
-        return data.encode("utf-8") if isinstance(data, str) else data
+        out: bytes = data.encode("utf-8") if isinstance(data, str) else data
+        _write_bytes(cached, out)
+        return out
 
 
 def _cr_out(r: dict[str, Any]) -> dict[str, Any]:
@@ -1053,7 +1073,8 @@ def _cr_out(r: dict[str, Any]) -> dict[str, Any]:
 
 
 _REL_LABELS = {"contains": "含", "form_of": "炮制品", "has_syndrome": "证型", "argues_against": "不支持",
-               "incompatible": "十八反", "antagonism": "十九畏", "treated_by": "治法"}  # fmt: skip
+               "incompatibility": "十八反", "antagonism": "十九畏", "treated_by": "治法"}  # fmt: skip
+_REL_ORDER = {"incompatibility": 0, "antagonism": 0, "form_of": 1, "has_syndrome": 2, "treated_by": 2}  # first
 _ROLE_LABELS = {"key": "主症", "secondary": "次症", "tongue": "舌象", "pulse": "脉象"}
 
 
@@ -1066,6 +1087,12 @@ def _edge_label(a: dict[str, Any]) -> str:
     if rel == "indicates":
         return _ROLE_LABELS.get(a.get("role", ""), "症")
     return _REL_LABELS.get(rel, rel)
+
+
+def _name(entry: dict[str, Any] | None) -> str | None:
+    if entry is None:
+        return None
+    return str(entry.get("name") or entry.get("work") or entry.get("id"))
 
 
 def _trim(d: dict[int, Any], keep: int) -> None:

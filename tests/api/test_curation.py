@@ -299,3 +299,22 @@ def test_another_process_picks_up_the_release(make_env: Any) -> None:
         "min": 3.0,
         "max": 9.0,
     }
+
+
+def test_a_change_request_that_changes_nothing_is_not_valid(cur: Env) -> None:
+    herb, etag = entity(cur, "herb", "gancao")
+    cr = propose_dose(cur, etag, herb["data"]["dose_g"]).json()
+    assert cr["diff"] == [] and cr["validation"]["problems"] == [
+        "the change request changes nothing in the current release"
+    ]
+
+
+def test_entity_names_its_parent_and_the_schema_labels_codes(cur: Env) -> None:
+    form, _ = entity(cur, "form", "zhigancao")
+    assert form["parent"] == "gancao" and form["parent_name"] == "甘草"
+    fields = {
+        f["name"]: f
+        for f in cur.client.get("/v1/curation/schema", headers=cur.auth("curator")).json()["kinds"]["herb"]["fields"]
+    }
+    assert fields["verification"]["option_labels"]["unverified"] == "未核实"
+    assert list(fields)[:2] == ["id", "name"] and list(fields)[-1] == "deprecation_reason"
