@@ -26,8 +26,30 @@ def _dose_text(dose_g: float | None, amount: str | None) -> str:
     return amount or ""
 
 
-def _items_for(base: kbmod.KnowledgeBase, sy: m.Syndrome, present: set[str]) -> tuple[m.Formula, list[dict[str, Any]], list[dict[str, Any]]]:
-    formula = base.formulas[sy.formula_ids[0]]
+def _main_formula(base: kbmod.KnowledgeBase, sy: m.Syndrome) -> tuple[m.Formula | None, list[str]]:
+    """The syndrome's first formula that is not deprecated (a deprecated one gives way to its replacement)."""
+    notes = []
+    for fid in sy.formula_ids:
+        seen = set()
+        while fid not in seen:
+            seen.add(fid)
+            dep = base.deprecation("formula", fid)
+            if dep is None:
+                return base.formulas[fid], notes
+            old = base.formulas[fid].name
+            if dep["replaced_by"]:
+                fid = dep["replaced_by"]
+                notes.append(f"{old}已停用，改用{base.formulas[fid].name} / {old} is deprecated; replaced by "
+                             f"{base.formulas[fid].name}" + (f"（{dep['reason']}）" if dep["reason"] else ""))  # fmt: skip
+            else:
+                notes.append(f"{old}已停用 / {old} is deprecated" + (f"（{dep['reason']}）" if dep["reason"] else ""))
+                break
+    return None, notes
+
+
+def _items_for(
+    base: kbmod.KnowledgeBase, sy: m.Syndrome, formula: m.Formula, present: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     items: list[dict[str, Any]] = []
     for ing in formula.composition:
         items.append({
@@ -58,7 +80,7 @@ def _items_for(base: kbmod.KnowledgeBase, sy: m.Syndrome, present: set[str]) -> 
             })  # fmt: skip
             added.append(ing.written)
         applied.append({"when": hits, "added": added, "removed": removed, "note": mod.note})
-    return formula, items, applied
+    return items, applied
 
 
 def _rx(items: list[dict[str, Any]], patient: dict[str, Any] | None) -> dict[str, Any]:
@@ -76,11 +98,17 @@ def _rx(items: list[dict[str, Any]], patient: dict[str, Any] | None) -> dict[str
     return {"patient": patient or {}, "items": out}
 
 
-def _adapt(base: kbmod.KnowledgeBase, items: list[dict[str, Any]], patient: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, str | None]:
+def _adapt(
+    base: kbmod.KnowledgeBase, items: list[dict[str, Any]], patient: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, str | None]:
     adaptations: list[dict[str, Any]] = []
     for _ in range(MAX_ROUNDS):
         rv = review(_rx(items, patient), base)
-        todo = [f for f in rv.findings if f.severity is m.Severity.CRITICAL or (f.kind == "dose" and f.severity is m.Severity.WARNING)]
+        todo = [
+            f
+            for f in rv.findings
+            if f.severity is m.Severity.CRITICAL or (f.kind == "dose" and f.severity is m.Severity.WARNING)
+        ]
         if not todo:
             return items, adaptations, rv, None
         f = todo[0]
@@ -103,9 +131,14 @@ def _adapt(base: kbmod.KnowledgeBase, items: list[dict[str, Any]], patient: dict
         adaptations.append({"herb": drop["herb"], "action": "removed", "reason": f.message_zh, "rule_id": f.rule_id})
         if drop["role"] == "君":
             items = [it for it in items if it is not drop]
-            return items, adaptations, review(_rx(items, patient), base), (
-                f"主药{drop['herb']}不宜用于此患者（{f.message_zh}），方剂不予推荐 / the principal herb {drop['herb']} "
-                f"is contraindicated for this patient ({f.message_en}); formula withheld"
+            return (
+                items,
+                adaptations,
+                review(_rx(items, patient), base),
+                (
+                    f"主药{drop['herb']}不宜用于此患者（{f.message_zh}），方剂不予推荐 / the principal herb {drop['herb']} "
+                    f"is contraindicated for this patient ({f.message_en}); formula withheld"
+                ),
             )
         items = [it for it in items if it is not drop]
         if not items:
@@ -129,7 +162,12 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Scorer |
             suggestions.append({"syndrome_id": sy.id, "syndrome": sy.name, "withheld": True,
                                 "reason": "the knowledge base names no formula for this syndrome"})  # fmt: skip
             continue
-        formula, items, applied = _items_for(base, sy, present)
+        formula, notes = _main_formula(base, sy)
+        if formula is None:
+            suggestions.append({"syndrome_id": sy.id, "syndrome": sy.name, "withheld": True, "notes": notes,
+                                "reason": "every formula the knowledge base names for this syndrome is deprecated"})  # fmt: skip
+            continue
+        items, applied = _items_for(base, sy, formula, present)
         items, adaptations, rv, withheld = _adapt(base, items, patient)
         out: dict[str, Any] = {
             "syndrome_id": sy.id,
@@ -137,15 +175,25 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Scorer |
             "disease": base.diseases[sy.disease_id].name,
             "score": d["score"],
             "treatment_principle": sy.principle,
-            "formula": {"id": formula.id, "name": formula.name, "origin": formula.origin,
-                        "source": formula.source.as_dict()},  # fmt: skip
+            "formula": {
+                "id": formula.id,
+                "name": formula.name,
+                "origin": formula.origin,
+                "source": formula.source.as_dict(),
+            },  # fmt: skip
             "why": f"{sy.name}治以{sy.principle}，主方{formula.name} / {sy.name} is treated by {sy.principle}; "
             f"main formula {formula.name}",
-            "alternatives": [base.formulas[x].name for x in sy.formula_ids[1:]],
+            "alternatives": [
+                base.formulas[x].name
+                for x in sy.formula_ids
+                if x != formula.id and base.deprecation("formula", x) is None
+            ],  # fmt: skip
             "modifications": applied,
             "adaptations": adaptations,
             "withheld": withheld is not None,
         }
+        if notes:
+            out["notes"] = notes
         if withheld is not None:
             out["reason"] = withheld
         else:
