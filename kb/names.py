@@ -6,10 +6,17 @@ ones before it found nothing, so a name the knowledge base knows is never taken 
 1. exact name, alias, form name, pinyin or Latin name, after normalisation (full-width, whitespace, quotes,
    traditional characters: ``kb.normalize``);
 2. names listed as *distinct* (``kb/data/names/``) stop here: 广防己 is not 防己 with a regional prefix;
-3. a processing prefix (生 炙 制 炒 焦 炭 酒 醋 盐 姜 蜜 煅 法 清 麸炒 …) on a herb name: the herb's own form with that
-   processing when the content defines one, else a generic processed form of the herb;
-4. a regional prefix (川 浙 怀 杭 广 北 南 …) on a herb name;
-5. a processing suffix (炭, 粉) on a herb name.
+3. a processing prefix (生 炙 制 炒 焦 炭 酒 醋 盐 姜 蜜 煅 法 清 麸炒 …, and the way case records write them: 酒炒
+   盐水炒 姜汁炒 米炒 鳖血炒 炒黑 水炙 …) on a herb name: the herb's own form with that processing when the content
+   defines one, else a generic processed form of the herb. Prefixes stack (酒炒炒薏米, 盐水炒煅牡蛎: the inner name
+   decides), and a prefix on a form's name gives that form (炒法半夏 = 法半夏, processed once more); a raw prefix
+   on a processed name (生炙甘草) names nothing. A coating prefix (朱, 辰) gives the coated form only where the
+   content defines it (朱茯神);
+4. a regional prefix (川 浙 怀 杭 广 北 南 …) or a quality word (大 嫩 原 陈 光 润 …) on a herb name;
+5. a processing suffix (炭, 灰, 粉) or a physical-form suffix (泥 块 末 梢 须 汁 肉 尾 …) on a herb name.
+
+``NameIndex.split_combined`` reads the names that write two drugs at once (赤白芍 = 赤芍 + 白芍, 川象贝, 生熟地,
+橘红络, 乳没, and 朱天冬 = 天冬 + its 朱砂 coating); ``resolve`` never does, since one name must give one entry.
 
 Unresolvable names come back unresolved with the closest candidates, never silently dropped. Symptoms, tongue
 and pulse terms resolve through names and synonyms, with the usual written variants (舌质红 = 舌红,
@@ -37,6 +44,46 @@ PROCESSING_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("姜炙", ("姜",)),
     ("炒焦", ("焦",)),
     ("炒炭", ("炭",)),
+    # the way case records write the same processings: 酒炒白芍, 盐水炒杜仲, 姜汁炒竹茹, 米炒党参, 鳖血炒柴胡
+    ("酒炒", ("酒",)),
+    ("酒洗", ("酒",)),
+    ("酒浸", ("酒",)),
+    ("酒蒸", ("酒",)),
+    ("酒制", ("酒",)),
+    ("醋炒", ("醋",)),
+    ("醋制", ("醋",)),
+    ("醋煅", ("醋",)),
+    ("醋煮", ("醋",)),
+    ("盐水炒", ("盐",)),
+    ("盐水炙", ("盐",)),
+    ("盐水洗", ("盐",)),
+    ("盐水", ("盐",)),
+    ("盐炒", ("盐",)),
+    ("盐煮", ("盐",)),
+    ("姜汁炒", ("姜",)),
+    ("姜汁炙", ("姜",)),
+    ("姜汁", ("姜",)),
+    ("姜炒", ("姜",)),
+    ("蜜炒", ("蜜",)),
+    ("米炒", ("米炒",)),
+    ("米焙", ("米炒",)),
+    ("鳖血炒", ("鳖血",)),
+    ("鳖血拌", ("鳖血",)),
+    ("蛤粉炒", ("蛤粉",)),
+    ("清炙", ("清炒",)),  # stir-fried without an adjuvant, not honey-fried
+    ("炒黑", ("炭",)),  # fried black: the charred form where the content defines one
+    ("炒枯", ("炭",)),
+    ("炙黑", ("炭",)),
+    ("九制", ("制",)),  # 九制香附, 九制胆星, 四制香附: processed in several rounds
+    ("七制", ("制",)),
+    ("四制", ("制",)),
+    ("炒香", ("炒",)),
+    ("炒黄", ("炒",)),
+    ("炒透", ("炒",)),
+    ("炒熟", ("炒",)),
+    ("微炒", ("炒",)),
+    ("拌炒", ("炒",)),
+    ("同炒", ("炒",)),
     ("生", ("生品",)),
     ("炙", ("蜜炙", "炙")),
     ("制", ("制",)),
@@ -56,19 +103,68 @@ PROCESSING_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("蒸", ("蒸",)),
     ("鲜", ("鲜",)),
     ("净", ("净",)),
+    ("焙", ("焙",)),
+    ("漂", ("漂",)),
+    ("淡", ("漂",)),  # 淡附片, 淡吴萸, 淡干姜: soaked to take the taste out (淡竹叶 and 淡豆豉 are names of their own)
+    ("晒", ("晒",)),
+    ("洗", ("洗",)),
+    ("泡", ("泡",)),
+    ("水炙", ("清炒",)),  # 水炙桑皮: moistened and fried without an adjuvant
+    ("酥炙", ("酥",)),
+    ("灼", ("炒",)),
+    ("镑", ("镑",)),  # shaved (镑犀角, 镑羚羊)
+    ("劈", ("劈",)),
+    ("炒松", ("炒",)),  # lightly fried until loose
+    ("麻油炒黄", ("油",)),
+    ("麻油炒", ("油",)),
+    ("糖炒", ("糖",)),
+    ("藕粉炒", ("炒",)),
+    ("麦炒", ("麸炒",)),
+    ("炙酥", ("酥",)),
+    ("酥", ("酥",)),
+    ("熬", ("炒",)),  # the classical word for dry-frying (熬令黄)
+    ("炼", ("炼",)),  # 炼蜜: refined
 )
-PROCESSING_SUFFIXES: tuple[tuple[str, str], ...] = (("炭", "炒炭"), ("粉", "研粉"))
+# Prefixes naming an adjuvant that stays in the piece (朱砂 coating, 青黛 coating, 砂仁 or 吴茱萸 it was fried with):
+# where the content defines the coated form (朱茯神) that form is the answer; otherwise the name is the herb *and*
+# the adjuvant (``NameIndex.split_combined``), never the plain herb, so that 朱砂 is not hidden from safety checks.
+ADJUVANT_PREFIXES: tuple[tuple[str, str | None], ...] = (
+    ("朱砂拌", "朱砂"), ("辰砂拌", "朱砂"), ("朱拌", "朱砂"), ("辰拌", "朱砂"), ("朱染", "朱砂"), ("朱", "朱砂"),
+    ("辰", "朱砂"), ("青黛拌", "青黛"), ("黛拌", "青黛"), ("黛", "青黛"), ("砂仁末拌", "砂仁"), ("砂仁拌", "砂仁"),
+    ("砂仁炒", "砂仁"), ("吴萸水炒", "吴茱萸"), ("吴萸炒", "吴茱萸"), ("萸炒", "吴茱萸"), ("甘草水浸", "甘草"),
+    ("甘草水炒", "甘草"), ("伏龙肝炒", "灶心土"),
+)  # fmt: skip
+# Two-drug shorthand that no prefix/suffix rule derives (乳没 = 乳香 + 没药). Shared stems (赤白芍, 橘红络) are
+# derived by ``NameIndex.split_combined`` and need no entry here.
+SHORTHAND: dict[str, tuple[str, ...]] = {
+    "乳没": ("乳香", "没药"),
+    "龙牡": ("龙骨", "牡蛎"),
+    "枳桔": ("枳壳", "桔梗"),
+    "二冬": ("天冬", "麦冬"),
+    "二芽": ("谷芽", "麦芽"),
+    "焦三仙": ("焦山楂", "焦神曲", "焦麦芽"),
+    "苓神": ("茯苓", "茯神"),
+    "银翘": ("金银花", "连翘"),
+    "藿佩": ("藿香", "佩兰"),
+    "羌独": ("羌活", "独活"),
+    "腹皮子": ("大腹皮", "槟榔"),  # 大腹皮 and 大腹子 (槟榔)
+    "桑菊": ("桑叶", "菊花"),
+}
+PROCESSING_SUFFIXES: tuple[tuple[str, str], ...] = (("炭", "炒炭"), ("灰", "炒炭"), ("粉", "研粉"))
 # Physical forms and portions written after a herb name that do not make it another drug (杏仁泥, 茯苓块, 降香末,
-# 甘草梢, 归须). 壳, 皮, 心, 衣 and 梗 are left out on purpose: they often name another part with other actions.
-PART_SUFFIXES: tuple[str, ...] = ("泥", "块", "末", "片", "节", "梢", "尖", "须", "屑")
+# 甘草梢, 归须, 鲜生地汁, 诃子肉). 壳, 皮, 心, 衣 and 梗 are left out on purpose: they often name another part with other actions.
+PART_SUFFIXES: tuple[str, ...] = ("泥", "块", "末", "片", "节", "梢", "尖", "须", "屑", "汁", "肉", "尾")
 # Quality words physicians put before a name (大白芍, 嫩前胡, 原麦冬, 陈阿胶, 上肉桂): they describe the piece, not
 # another drug. Only stripped when the whole name is unknown and what remains is a herb name of two or more
 # characters, so 大黄, 小蓟, 白附子, 大青叶 are never taken apart.
 # 白, 金, 苦, 甜, 淡 and 明 are left out: 白附子, 甜杏仁 and 明党参 are other drugs than 附子, 杏仁 and 党参.
-QUALITY_PREFIXES: tuple[str, ...] = ("大", "小", "嫩", "原", "陈", "上", "真", "净", "正", "老", "细", "肥", "整", "粉")
+QUALITY_PREFIXES: tuple[str, ...] = (
+    "大", "小", "嫩", "原", "陈", "上", "真", "净", "正", "老", "细", "肥", "整", "粉", "光", "干", "左", "溏", "枯",
+    "润", "原支", "原枝", "直", "统", "新", "整段", "块",
+)  # fmt: skip
 REGIONAL_PREFIXES: tuple[str, ...] = (
     "川", "浙", "怀", "淮", "杭", "广", "北", "南", "云", "建", "江", "关", "辽", "宁", "亳", "祁", "潞", "台",
-    "藏", "苏", "宣", "茅", "西", "东", "贡", "密", "甘", "青",
+    "藏", "苏", "宣", "茅", "西", "东", "贡", "密", "甘", "青", "京", "福", "潼",
 )  # fmt: skip
 
 
@@ -125,6 +221,7 @@ class NameIndex:
         self.index: dict[str, list[Target]] = defaultdict(list)
         self.distinct: dict[str, str] = {}  # normalised name -> why it is not what it looks like
         self._memo: dict[tuple[str, str | None], Resolution] = {}
+        self._quick: dict[tuple[str, str | None], Resolution] = {}  # unresolved, looked up without candidates
         self._char_index: dict[str, dict[str, set[str]]] | None = defaultdict(_char_bucket)
         self._display: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> display name
 
@@ -152,11 +249,13 @@ class NameIndex:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_memo"] = {}
+        state["_quick"] = {}
         state["_char_index"] = None  # rebuilt from the index on the first closest-name query
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_quick", {})
 
     def _chars(self) -> dict[str, dict[str, set[str]]]:
         if self._char_index is None:
@@ -188,17 +287,26 @@ class NameIndex:
         self.distinct[normalize(name)] = reason
 
     # ---- lookups -------------------------------------------------------------------------------------
-    def lookup(self, text: str, kind: str | None = None) -> Resolution:
+    def lookup(self, text: str, kind: str | None = None, candidates: bool = True) -> Resolution:
+        """Resolve ``text``; ``candidates=False`` skips the closest-name search for a name that does not resolve
+        (bulk readers that only ask *whether* a string is a name)."""
         memo_key = (text, kind)
         hit = self._memo.get(memo_key)
         if hit is not None:
             return hit
-        res = self._lookup(text, kind)
-        if len(self._memo) < 200_000:
-            self._memo[memo_key] = res
+        if not candidates:
+            hit = self._quick.get(memo_key)
+            if hit is not None:
+                return hit
+        res = self._lookup(text, kind, candidates)
+        if res.resolved or candidates:
+            if len(self._memo) < 200_000:
+                self._memo[memo_key] = res
+        elif len(self._quick) < 500_000:
+            self._quick[memo_key] = res
         return res
 
-    def _lookup(self, text: str, kind: str | None) -> Resolution:
+    def _lookup(self, text: str, kind: str | None, want_candidates: bool = True) -> Resolution:
         if kind is None:
             table: Any = self.index
         elif self._by_kind:
@@ -219,7 +327,7 @@ class NameIndex:
             if key in self.distinct:
                 return Resolution(
                     input=text, resolved=False, how="distinct", note=self.distinct[key],
-                    candidates=self.candidates(key, "herb"),
+                    candidates=self.candidates(key, "herb") if want_candidates else (),
                 )  # fmt: skip
             res = self._derive_herb(text, key)
             if res is not None:
@@ -235,6 +343,8 @@ class NameIndex:
                     if base:
                         r = self._make(text, base, "variant")
                         return r._replace(note=f"{suffix}: the base formula, modified")
+        if not want_candidates:
+            return Resolution(input=text, resolved=False, how="unresolved")
         kinds = [kind] if kind else ["herb", "formula", "syndrome", "symptom", "disease"]
         cands: list[str] = []
         for k in kinds:
@@ -286,9 +396,13 @@ class NameIndex:
         if allow_suffix:
             for suf, _ in PROCESSING_SUFFIXES:
                 if key.endswith(suf) and len(key) - len(suf) >= 2:
+                    # 乌梅炭, and 乌梅肉炭 (a physical-form suffix before the processing one)
                     t = self._herb_exact(key[: -len(suf)])
-                    if t is not None and t.form_id is None:
-                        return t, "suffix"
+                    if t is None:
+                        part = self._herb_part(key[: -len(suf)])
+                        t = part[0] if part else None
+                    if t is not None and (t.form_id is None or suf == "炭"):  # 乌梅肉炭: the herb's 炭 form
+                        return Target(t.kind, t.id), "suffix"
             for suf in PART_SUFFIXES:
                 if key.endswith(suf) and len(key) - len(suf) >= 2:
                     base = self._herb_base(key[: -len(suf)], allow_suffix=False)
@@ -296,17 +410,54 @@ class NameIndex:
                         return base[0], "part"
         return None
 
-    def _derive_herb(self, text: str, key: str) -> Resolution | None:
+    def _herb_part(self, key: str) -> tuple[Target, str] | None:
+        """A herb name with a physical-form suffix (滑石块, 甘草梢), for names that also carry a prefix (生滑石块)."""
+        for suf in PART_SUFFIXES:
+            if key.endswith(suf) and len(key) - len(suf) >= 2:
+                base = self._herb_base(key[: -len(suf)], allow_suffix=False)
+                if base is not None:
+                    return base[0], "part"
+        return None
+
+    def _derive_herb(self, text: str, key: str, depth: int = 0) -> Resolution | None:
+        # a powder or physical form of a form's own name (法半夏粉, 炙甘草片): that form, before any prefix is read
+        for tail in _FORM_KEEPING_SUFFIXES:
+            if key.endswith(tail) and len(key) - len(tail) >= 2:
+                t = self._herb_exact(key[: -len(tail)])
+                if t is not None and t.form_id is not None:
+                    f = self._kb.forms[t.form_id]
+                    return Resolution(
+                        input=text, resolved=True, kind="herb", id=t.id, name=self._kb.herbs[t.id].name,
+                        form_id=f.id, form=f.name, processing=f.processing, raw=f.raw, how="part",
+                    )  # fmt: skip
         for prefix, words in _PREFIXES_BY_CHAR.get(key[:1], ()):
             if not key.startswith(prefix) or len(key) - len(prefix) < 2:
                 continue
-            base = self._herb_base(key[len(prefix) :], allow_suffix=False)
+            rest = key[len(prefix) :]
+            base = self._herb_base(rest, allow_suffix=False) or self._herb_part(rest)
             if base is None:
+                # stacked processing words (酒炒炒薏米, 盐水炒煅牡蛎, 土炒制于术): the inner name decides the herb and
+                # the form; a raw prefix on a processed name is a contradiction and is not taken apart
+                if depth < 2 and prefix != "生" and rest not in self.distinct:
+                    inner = self._derive_herb(text, rest, depth + 1)
+                    if inner is not None and inner.resolved:
+                        if inner.form_id:
+                            return inner._replace(how="processing", note=f"{key}: {inner.form}, further processed "
+                                                  f"({prefix}); the form's values apply")  # fmt: skip
+                        return inner._replace(how="processing", form=key, processing=prefix + (inner.processing or ""))
                 continue
             target, _ = base
-            if target.form_id is not None:
-                continue  # a prefix on a form name (炒法半夏) is not a form we can name
             herb = self._kb.herbs[target.id]
+            if target.form_id is not None:
+                if prefix == "生":
+                    continue  # 生 on a processed form's name (生炙甘草) names nothing
+                # a prefix on a form's name (炒法半夏, 醋炒炙甘草): that form, processed once more
+                f = self._kb.forms[target.form_id]
+                return Resolution(
+                    input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=f.id, form=f.name,
+                    processing=f.processing, raw=f.raw, how="processing",
+                    note=f"{key}: {f.name}, further processed ({prefix}); the form's values apply",
+                )  # fmt: skip
             form = self._pick_form(herb, prefix, words)
             if form is not None:
                 return Resolution(
@@ -320,6 +471,9 @@ class NameIndex:
                 note=None if raw else f"{key}: a processed form of {herb.name} the knowledge base does not describe "
                 "separately; the herb's values apply",
             )  # fmt: skip
+        adj = self._adjuvant_form(text, key)
+        if adj is not None:
+            return adj
         base = self._herb_base(key)
         if base is None:
             return None
@@ -333,7 +487,7 @@ class NameIndex:
             )  # fmt: skip
         if how == "suffix":
             suf = next(s for s in PROCESSING_SUFFIXES if key.endswith(s[0]))
-            form = self._pick_form(herb, suf[0], (suf[0],))
+            form = self._pick_form(herb, suf[0], ("炭",) if suf[0] == "灰" else (suf[0],))  # 地榆灰 = 地榆炭
             if form is not None:
                 return Resolution(
                     input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=form.id,
@@ -345,6 +499,99 @@ class NameIndex:
             )  # fmt: skip
         return Resolution(input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, how=how)
 
+    def _adjuvant_form(self, text: str, key: str) -> Resolution | None:
+        """朱茯神-style names: the herb's own coated form, only where the content defines it."""
+        for prefix, adjuvant in ADJUVANT_PREFIXES:
+            if not adjuvant or not key.startswith(prefix) or len(key) - len(prefix) < 2:
+                continue
+            base = self._herb_base(key[len(prefix) :], allow_suffix=False)
+            if base is None or base[0].form_id is not None:
+                continue
+            herb = self._kb.herbs[base[0].id]
+            forms = [f for f in (self._kb.forms[i] for i in herb.form_ids) if (f.processing or "").startswith(adjuvant)]
+            if len(forms) == 1:
+                f = forms[0]
+                return Resolution(
+                    input=text, resolved=True, kind="herb", id=herb.id, name=herb.name, form_id=f.id, form=f.name,
+                    processing=f.processing, raw=f.raw, how="processing",
+                )  # fmt: skip
+        return None
+
+    def split_combined(self, text: str) -> tuple[Resolution, ...] | None:
+        """A name that writes two (or three) drugs at once -> one resolution per drug; None when it is not one.
+
+        Only for names that do not resolve as a whole and are not listed as distinct:
+
+        * shorthand of ``SHORTHAND`` (乳没 = 乳香 + 没药), with a processing word applied to each (炙乳没);
+        * two one-character heads on a shared stem: 赤白芍 = 赤芍 + 白芍, 川象贝 = 川贝 + 象贝, 生熟地 = 生地 + 熟地,
+          南北沙参, 谷麦芽, 生熟谷麦芽 (stems nest once);
+        * a shared head with two one-character tails: 橘红络 = 橘红 + 橘络, 冬瓜子皮, 桑叶皮, 苏子梗;
+        * an adjuvant prefix (``ADJUVANT_PREFIXES``) on a herb without its own coated form: 朱天冬 = 天冬 + 朱砂.
+
+        Every part must resolve as a herb on its own, so a name is only ever split into names the knowledge base knows.
+        """
+        key = normalize(text) if isinstance(text, str) else ""
+        if len(key) < 2 or self.lookup(key, "herb", False).resolved:
+            return None
+        parts = self._split(key, 0)
+        if parts is None:
+            return None
+        note = f"{key}: {' + '.join(p.name or p.input for p in parts)}"
+        return tuple(p._replace(input=text, how="combined", note=note) for p in parts)
+
+    def _part(self, name: str, depth: int) -> list[Resolution] | None:
+        r = self.lookup(name, "herb", False)
+        if r.resolved:
+            return [r]
+        if depth < 1 and name not in self.distinct:
+            return self._split(name, depth + 1)
+        return None
+
+    def _split(self, key: str, depth: int) -> list[Resolution] | None:
+        n = len(key)
+        for abbr, names in SHORTHAND.items():
+            if key.endswith(abbr):
+                pre = key[: -len(abbr)]
+                if pre and pre not in _ALL_PREFIXES:
+                    continue
+                rs = [self.lookup(pre + x, "herb", False) for x in names]
+                if not all(r.resolved for r in rs):
+                    rs = [self.lookup(x, "herb", False) for x in names]
+                if all(r.resolved for r in rs):
+                    return rs
+        for prefix, adjuvant in ADJUVANT_PREFIXES:
+            if key.startswith(prefix) and n - len(prefix) >= 2 and adjuvant:
+                rest = self._part(key[len(prefix) :], depth)
+                adj = self.lookup(adjuvant, "herb", False)
+                if rest is not None and adj.resolved:
+                    return [*rest, adj]
+        if n < 3:
+            return None
+        options: list[tuple[int, int, list[Resolution]]] = []
+        # shared stem: [prefix] x y stem, the prefix empty or a processing/regional/quality word
+        for i in range(0, n - 2):
+            pre, x, y, stem = key[:i], key[i], key[i + 1], key[i + 2 :]
+            if pre and pre not in _ALL_PREFIXES:
+                continue
+            a, b = self._part(pre + x + stem, depth), self._part(pre + y + stem, depth)
+            # 生熟赤芍: raw and prepared 赤芍 (熟 is no prefix of its own: 熟地黄 is another herb)
+            if b is None and x + y == "生熟" and depth == 0:
+                r = self.lookup(pre + stem, "herb", False)
+                if r.resolved and r.form_id is None and pre + stem not in self.distinct:
+                    b = [r._replace(form=f"熟{stem}", processing="熟")]
+            if a is not None and b is not None:
+                options.append((len(a) + len(b), -i, [*a, *b]))
+        # shared head: head x y (乌梅肉炭 is 乌梅肉, charred: a suffix is never the second tail)
+        head, x, y = key[:-2], key[-2], key[-1]
+        ra, rb = self.lookup(head + x, "herb", False), self.lookup(head + y, "herb", False)
+        if ra.resolved and rb.resolved and (ra.id, ra.form) != (rb.id, rb.form) and y not in _SUFFIX_CHARS:
+            options.append((2, 0, [ra, rb]))
+        # two readings of one drug (黄甘菊花 = 黄菊花 + 甘菊花, both 菊花) are a qualified name, not two drugs
+        options = [o for o in options if len({(r.id, r.form) for r in o[2]}) > 1]
+        if options:  # fewest parts, then the longest prefix shared by both (炒谷麦芽 = 炒谷芽 + 炒麦芽)
+            return min(options, key=lambda o: (o[0], o[1]))[2]
+        return None
+
     def _pick_form(self, herb: Any, prefix: str, words: tuple[str, ...]) -> Any:
         forms = [self._kb.forms[f] for f in herb.form_ids]
         if prefix == "生":
@@ -354,10 +601,11 @@ class NameIndex:
         if len(named) == 1:
             return named[0]
         matching = [f for f in forms if not f.raw and any(w in f.processing for w in words)]
-        # a plain prefix never lands on a charred (炭), scorched (焦) or differently assisted form: 炒蒲黄 is not
-        # 蒲黄炭, 炒白术 is not 焦白术; only a prefix that says so does
-        other = {"炭", "焦", "麸", "土", "盐", "醋", "酒", "蜜", "姜", "砂"} - set(prefix) - set("".join(words))
-        matching = [f for f in matching if not (set(f.processing) & other)] if prefix in ("炒", "制", "炙") else matching
+        # a prefix never lands on a charred (炭), scorched (焦) or differently assisted form it does not name: 炒蒲黄
+        # is not 蒲黄炭, 炒松当归 is not 当归炭, 炒白术 is not 焦白术; only a prefix that says so does
+        other = {"炭", "焦", "麸", "土", "盐", "醋", "酒", "蜜", "姜", "砂", "米", "血", "蛤", "油", "糖", "酥", "朱"}
+        other -= set(prefix) | set("".join(words))
+        matching = [f for f in matching if not (set(f.processing) & other)]
         return matching[0] if len(matching) == 1 else None
 
     def _symptom_variant(self, text: str, key: str) -> Resolution | None:
@@ -409,8 +657,15 @@ class NameIndex:
 
 
 _PREFIXES_BY_CHAR: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-for _p in PROCESSING_PREFIXES:
+for _p in sorted(PROCESSING_PREFIXES, key=lambda p: -len(p[0])):  # longest first: 盐水炒 before 盐水 before 盐
     _PREFIXES_BY_CHAR.setdefault(_p[0][0], []).append(_p)
+_FORM_KEEPING_SUFFIXES: tuple[str, ...] = ("粉", *PART_SUFFIXES)
+_SUFFIX_CHARS: frozenset[str] = frozenset({s for s, _ in PROCESSING_SUFFIXES} | set(PART_SUFFIXES))
+_ALL_PREFIXES: frozenset[str] = frozenset(
+    {p for p, _ in PROCESSING_PREFIXES} | set(REGIONAL_PREFIXES) | set(QUALITY_PREFIXES)
+)
+
+
 class _KindView:
     """The index seen through one kind, for lookups made before ``freeze`` builds the per-kind tables."""
 
