@@ -192,6 +192,19 @@ class Plan:
             out.append(Line(it._replace(dose_g=None), replace(f, res=via)))
         return out
 
+    def combined_parts(self, it: Item) -> list[Line]:
+        """The drugs of a name that writes several at once (川象贝, 生熟地, 乳没, 朱天冬 = 天冬 + 朱砂), checked one by one."""
+        rs = self.kb.names.split_combined(it.herb)
+        if not rs:
+            return []
+        out = []
+        for r in rs:
+            f = self.facts(r.name or r.input)
+            via = f.res._replace(note=f"{it.herb} 中的一味 / one of the drugs written as {it.herb}")
+            # one dose for two drugs says nothing about either: the parts are not dose-checked
+            out.append(Line(it._replace(dose_g=None), replace(f, res=via)))
+        return out
+
     def facts(self, name: str) -> Facts:
         hit = self._facts.get(name)
         if hit is not None:
@@ -272,8 +285,8 @@ def review(prescription: Prescription | dict[str, Any], kb: kbmod.KnowledgeBase 
     lines = []
     for it in rx.items:
         f = facts(it.herb)
-        if not f.res.resolved and (parts := plan.formula_parts(it)):
-            lines += parts  # a formula written as one item (六一散, 左金丸): its herbs are checked one by one
+        if not f.res.resolved and (parts := plan.formula_parts(it) or plan.combined_parts(it)):
+            lines += parts  # a formula written as one item (六一散, 左金丸) or two drugs in one name (川象贝): each checked
         else:
             lines.append(Line(it, f))
     present: set[str] = set()
