@@ -36,13 +36,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
     select,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,52 @@ Index("ix_cds_jti_exp", cds_jti.c.exp)
 _INSERT_AUDIT = insert(audit_log)
 _INSERT_CARD = insert(audit_card)
 _AUDIT_COLUMNS = tuple(c.name for c in audit_log.columns if c.name != "id")
+_CARD_COLUMNS = tuple(c.name for c in audit_card.columns if c.name != "id")
+
+
+class _Insert:
+    """An INSERT of every column but ``id``, compiled once for a dialect and run on the DBAPI cursor of the
+    writer's connection, inside its SQLAlchemy transaction.
+
+    The audit insert is the same statement on every call; SQLAlchemy's per-call work (compiled-cache lookup,
+    execution context, parameter processing, result set-up) costs more than SQLite's insert itself. The column
+    types' bind processors still apply (SQLite stores a DateTime as text), so the rows are the ones
+    ``conn.execute`` would write.
+    """
+
+    __slots__ = ("keys", "positional", "procs", "sql")
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect):
+        # for_executemany: no RETURNING of the new ids (PostgreSQL), which nobody reads
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.keys: tuple[str, ...] = tuple(compiled.positiontup or ()) if self.positional else columns
+        if set(self.keys) != set(columns):  # bind names are the column names; anything else: a plain execute
+            raise ValueError(f"unexpected bind names for {table.name}")
+        self.procs = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in self.keys)
+
+    def params(self, row: dict[str, Any]) -> Any:
+        values = [row.get(k) if p is None else p(row.get(k)) for k, p in zip(self.keys, self.procs, strict=True)]
+        return tuple(values) if self.positional else dict(zip(self.keys, values, strict=True))
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        cursor = conn.connection.cursor()
+        try:
+            if len(rows) == 1:
+                cursor.execute(self.sql, self.params(rows[0]))
+            else:
+                cursor.executemany(self.sql, [self.params(r) for r in rows])
+        finally:
+            cursor.close()
+
+
+def _inserts(dialect: Dialect) -> tuple[_Insert, _Insert] | None:
+    try:
+        return _Insert(audit_log, _AUDIT_COLUMNS, dialect), _Insert(audit_card, _CARD_COLUMNS, dialect)
+    except Exception as exc:  # a dialect that compiles differently: SQLAlchemy's ordinary execute
+        logger.info("audit inserts run through SQLAlchemy's execute (%s)", type(exc).__name__)
+        return None
 
 
 def utcnow() -> dt.datetime:
@@ -194,6 +241,7 @@ class Writer:
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
         self.batches = 0
+        self._inserts = _inserts(engine.dialect)
 
     def start(self) -> None:
         """Start the writer thread (again, after ``close``); cheap when it runs already."""
@@ -319,10 +367,16 @@ class Writer:
             with self._db_lock, self._connection() as conn, conn.begin():
                 records = [op for op in ops if isinstance(op, Record)]
                 if records:
-                    conn.execute(_INSERT_AUDIT, [r.row for r in records])
+                    rows = [r.row for r in records]
                     cards = [c for r in records for c in r.cards]
-                    if cards:
-                        conn.execute(_INSERT_CARD, cards)
+                    if self._inserts is not None:
+                        self._inserts[0].run(conn, rows)
+                        if cards:
+                            self._inserts[1].run(conn, cards)
+                    else:
+                        conn.execute(_INSERT_AUDIT, rows)
+                        if cards:
+                            conn.execute(_INSERT_CARD, cards)
                 results = [op.row["request_id"] if isinstance(op, Record) else op(conn) for op in ops]
             self.batches += 1
             return [(True, r) for r in results]
@@ -349,16 +403,41 @@ def record_op(rec: dict[str, Any], cards: list[dict[str, Any]]) -> Record:
     return Record(rec, cards)
 
 
+_JTI_SEEN = select(cds_jti.c.exp).where(cds_jti.c.iss == bindparam("iss"), cds_jti.c.jti == bindparam("jti"))
+_JTI_INSERT = insert(cds_jti)
+_JTI_FORGET = cds_jti.delete().where(cds_jti.c.exp < bindparam("before"))
+
+
+def _jti_insert_new(dialect_name: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` on (iss, jti) where the dialect has it: one statement, and its row
+    count says whether the id was new; None elsewhere."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialects: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+    if dialect_name not in dialects:
+        return None
+    stmt = dialects[dialect_name](cds_jti).on_conflict_do_nothing(index_elements=[cds_jti.c.iss, cds_jti.c.jti])
+    return stmt.execution_options(preserve_rowcount=True)  # an INSERT's row count is otherwise not kept
+
+
+_JTI_INSERT_NEW = {name: _jti_insert_new(name) for name in ("sqlite", "postgresql")}
+
+
 def jti_op(iss: str, jti: str, exp: int, now: int) -> Op:
     """Remember a JWT id; returns False when it was seen before (a replay)."""
 
     def op(conn: Connection) -> bool:
-        seen = conn.execute(select(cds_jti.c.exp).where(cds_jti.c.iss == iss, cds_jti.c.jti == jti)).first()
-        if seen is not None:
-            return False
-        conn.execute(insert(cds_jti).values(iss=iss, jti=jti, exp=exp))
+        params = {"iss": iss, "jti": jti, "exp": exp}
+        insert_new = _JTI_INSERT_NEW.get(conn.dialect.name)
+        if insert_new is not None:
+            if conn.execute(insert_new, params).rowcount != 1:
+                return False
+        else:
+            if conn.execute(_JTI_SEEN, params).first() is not None:
+                return False
+            conn.execute(_JTI_INSERT, params)
         if now % 64 == 0:  # now and then, forget ids whose tokens have expired anyway
-            conn.execute(cds_jti.delete().where(cds_jti.c.exp < now - 3600))
+            conn.execute(_JTI_FORGET, {"before": now - 3600})
         return True
 
     return op

@@ -281,8 +281,8 @@ def _safety(
     orders = herbal_orders(draft, extra, "context.draftOrders")
     if not orders.orders:
         return [], versions  # no herbal order: nothing to say
-    try:
-        rx = prescription_from_fhir(orders.bundle)
+    try:  # draftOrders and the prefetch were validated above: read them without validating them again
+        rx = prescription_from_fhir(orders.bundle, validated=True)
     except InputError as exc:
         raise relocate(exc, orders.origins) from None
     patient = next((r for r, _ in extra if r.get("resourceType") == "Patient"), None)

@@ -1,9 +1,14 @@
 """FHIR R4 in: herbal ``MedicationRequest``s (contained or referenced ``Medication`` whose ingredients are the herbs,
-strength in g) and ``Bundle``s of them, read and validated with ``fhir.resources`` (R4B models).
+strength in g) and ``Bundle``s of them, validated with ``fhir.resources`` (R4B models), then read.
 
 A Bundle becomes one prescription holding the herbs of all its MedicationRequests, so that incompatibilities
 across orders of one patient are found; a pregnancy-status Observation (LOINC 82810-3) and a Patient resource
 in the Bundle fill in the patient.
+
+Each resource is validated once: a Bundle with its entries in one pass, a lone MedicationRequest or Medication
+on its own. The reading then walks the validated JSON (the models guarantee its shape), which costs a fraction
+of walking the models. A caller that has validated the resources already (the CDS Hooks services validate
+``draftOrders`` and the prefetch) passes ``validated=True``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ PREGNANCY_LOINC = "82810-3"
 PREGNANT_CODES = {"77386006": True, "60001007": False, "261665006": None}  # SNOMED: pregnant, not pregnant, unknown
 
 
-def _validate(model: Any, raw: dict[str, Any], where: str) -> Any:
+def _validate(model: Any, raw: dict[str, Any], where: str) -> None:
     from pydantic import ValidationError
 
     try:
-        return model.model_validate(raw)
+        model.model_validate(raw)
     except ValidationError as exc:
         parts = []
         for err in exc.errors()[:3]:
@@ -31,31 +36,31 @@ def _validate(model: Any, raw: dict[str, Any], where: str) -> Any:
 
 
 def _text(cc: Any) -> str | None:
-    if cc is None:
+    if not isinstance(cc, dict):
         return None
-    if cc.text:
-        return str(cc.text)
-    for c in cc.coding or []:
-        if c.display:
-            return str(c.display)
+    if cc.get("text"):
+        return str(cc["text"])
+    for c in cc.get("coding") or []:
+        if isinstance(c, dict) and c.get("display"):
+            return str(c["display"])
     return None
 
 
-def _ingredients(med: Any, where: str, start: int) -> list[Item]:
+def _ingredients(med: dict[str, Any], where: str, start: int) -> list[Item]:
     items: list[Item] = []
-    for j, ing in enumerate(med.ingredient or []):
+    for j, ing in enumerate(med.get("ingredient") or []):
         w = f"{where}.ingredient[{j}]"
-        name = _text(getattr(ing, "itemCodeableConcept", None))
+        name = _text(ing.get("itemCodeableConcept"))
         if not name:
             raise InputError("ingredient has no herb name (itemCodeableConcept.text or coding.display)", w)
         dose_g = None
-        num = ing.strength.numerator if ing.strength is not None else None
-        if num is not None and num.value is not None:
-            unit = (num.unit or num.code or "").strip()
+        num = (ing.get("strength") or {}).get("numerator")
+        if num is not None and num.get("value") is not None:
+            unit = str(num.get("unit") or num.get("code") or "").strip()
             factor = MASS_UNITS.get(unit.lower() if unit.isascii() else unit)
             if factor is None:
                 raise InputError(f"unknown strength unit {unit!r}; use g or mg", f"{w}.strength.numerator")
-            value = float(num.value)
+            value = float(num["value"])
             if value <= 0:
                 raise InputError(f"strength must be positive, got {value:g}", f"{w}.strength.numerator")
             dose_g = value * factor
@@ -63,16 +68,29 @@ def _ingredients(med: Any, where: str, start: int) -> list[Item]:
     return items
 
 
-def prescription_from_fhir(raw: dict[str, Any]) -> Prescription:
+def _check(raw: dict[str, Any]) -> None:
+    """Validate a Bundle (entries included) or a lone MedicationRequest / Medication."""
     from fhir.resources.R4B.bundle import Bundle
     from fhir.resources.R4B.medication import Medication
     from fhir.resources.R4B.medicationrequest import MedicationRequest
 
     kind = raw.get("resourceType")
+    model = {"Bundle": Bundle, "MedicationRequest": MedicationRequest, "Medication": Medication}.get(str(kind))
+    if model is not None:
+        _validate(model, raw, "Bundle" if kind == "Bundle" else str(kind))
+
+
+def prescription_from_fhir(raw: dict[str, Any], *, validated: bool = False) -> Prescription:
+    """A FHIR MedicationRequest, Medication or Bundle -> Prescription; InputError names the place of a problem.
+
+    ``validated=True``: every resource in ``raw`` has passed its R4B model already; it is not validated again.
+    """
+    if not validated:
+        _check(raw)
+    kind = raw.get("resourceType")
     resources: list[dict[str, Any]]
     if kind == "Bundle":
-        bundle = _validate(Bundle, raw, "Bundle")
-        resources = [e.resource.model_dump(mode="json", exclude_none=True) for e in bundle.entry or [] if e.resource]
+        resources = [e["resource"] for e in raw.get("entry") or [] if isinstance(e, dict) and e.get("resource")]
     else:
         resources = [raw]
     meds = {f"Medication/{r['id']}": r for r in resources if r.get("resourceType") == "Medication" and r.get("id")}
@@ -85,23 +103,22 @@ def prescription_from_fhir(raw: dict[str, Any]) -> Prescription:
         rt = r.get("resourceType")
         if rt == "MedicationRequest":
             requests += 1
-            mr = _validate(MedicationRequest, r, where)
-            contained = {f"#{c.id}": c for c in mr.contained or [] if getattr(c, "id", None)}
-            ref = mr.medicationReference.reference if mr.medicationReference else None
+            contained = {f"#{c['id']}": c for c in r.get("contained") or [] if isinstance(c, dict) and c.get("id")}
+            ref = (r.get("medicationReference") or {}).get("reference")
             if ref and ref in contained:
                 med = contained[ref]
             elif ref and ref in meds:
-                med = _validate(Medication, meds[ref], f"{where}.medicationReference")
+                med = meds[ref]
             elif ref:
                 raise InputError(f"medicationReference {ref!r} is neither contained nor in the Bundle", where)
             else:
                 raise InputError("a herbal MedicationRequest needs a Medication with ingredients", where)
             items += _ingredients(med, f"{where}.medication", len(items))
-            supply = mr.dispenseRequest.expectedSupplyDuration if mr.dispenseRequest else None
-            if supply is not None and supply.value is not None:
-                days = max(days or 0, int(supply.value))
+            supply = (r.get("dispenseRequest") or {}).get("expectedSupplyDuration") or {}
+            if supply.get("value") is not None:
+                days = max(days or 0, int(float(supply["value"])))
         elif rt == "Medication" and kind != "Bundle":
-            items += _ingredients(_validate(Medication, r, where), where, len(items))
+            items += _ingredients(r, where, len(items))
         elif rt == "Observation":
             codes = {c.get("code") for c in r.get("code", {}).get("coding", [])}
             if PREGNANCY_LOINC in codes:

@@ -536,3 +536,40 @@ def test_cds_call_is_audited_with_hook_instance_and_cards(env: Env) -> None:
     assert rec["versions"]["kb"] == str(env.app.state.tcm.kb.version) and rec["versions"]["ruleset"]
     assert rec["input_sha256"] and len(rec["input_sha256"]) == 64
     assert "甘草" not in json.dumps(rec, ensure_ascii=False)  # no prescription text in the audit trail
+
+
+def test_fhir_resources_are_validated_once_per_call(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.patient import Patient
+
+    seen: list[str] = []
+
+    def counting(model: Any) -> Any:
+        original = model.model_validate
+
+        def validate(cls: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(cls.__name__)
+            return original.__func__(cls, obj, *args, **kwargs)
+
+        return classmethod(validate)
+
+    monkeypatch.setattr(Bundle, "model_validate", counting(Bundle))
+    monkeypatch.setattr(Patient, "model_validate", counting(Patient))
+    patient = {"resourceType": "Patient", "id": "p-1", "gender": "female", "birthDate": "1990-01-01"}
+    body = hook_request(
+        "order-sign",
+        bundle(med_request("mr-1", [("甘草", 6), ("甘遂", 1)]), med_request("mr-2", [("大枣", 6)], contained=False)),
+        prefetch={"patient": patient, "pregnancy": None},
+    )
+    body["context"]["draftOrders"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Medication",
+                "id": "med-mr-2",
+                "ingredient": [{"itemCodeableConcept": {"text": "大枣"}}],
+            }
+        }
+    )
+    r = call(env, SIGN, body)
+    assert r.status_code == 200 and any(c["indicator"] == "critical" for c in r.json()["cards"])
+    assert sorted(seen) == ["Bundle", "Patient"]  # draftOrders once (its entries with it), the prefetched Patient once
