@@ -12,6 +12,7 @@ counts it. Settings come from ``TCM_*`` environment variables (``api/settings.py
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None, *, knowledge: Any = None, jwks_
         services.writer.start()
         try:
             await anyio.to_thread.run_sync(lambda: services.kb)
+            # the knowledge base is hundreds of thousands of long-lived objects: keep the collector from rescanning
+            # them on every full collection (a pause that lands on some unlucky request)
+            gc.freeze()
             if settings.sparql_warmup:
                 services.warm_graph()
             services.start_polling()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from importlib import metadata as importlib_metadata
@@ -21,6 +22,14 @@ def engine_version() -> str:
         return importlib_metadata.version("tcm-cds")
     except importlib_metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def _refreeze() -> None:
+    """After a knowledge base is swapped: let the collector free the old one (it has reference cycles), then
+    exempt the new one from collections again (see api/app.py)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class Services:
@@ -101,6 +110,7 @@ class Services:
             self._kb = base
             self._kb_release = pointer
             self._graph = None
+        _refreeze()
         logger.info("serving knowledge base %s", base.version)
 
     def refresh(self) -> bool:
@@ -113,6 +123,7 @@ class Services:
             self._kb = base
             self._kb_release = pointer
             self._graph = None
+        _refreeze()
         logger.info("picked up knowledge-base release %s", base.version)
         if self.settings.sparql_warmup:
             self.warm_graph()
