@@ -94,6 +94,9 @@ class Services:
             return kbmod.load(self._seed_dir) if self._seed_dir is not None else kbmod.load()
         base = self.curation.knowledge_base(self.curation.release_by_name(pointer[1]))
         self._kb_release = pointer
+        stale = self.curation.seed_differs()
+        if stale:
+            logger.warning(stale)
         return base
 
     def _release_pointer(self) -> tuple[int, str, str] | None:

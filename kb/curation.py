@@ -368,6 +368,24 @@ class Curation:
                 r = c.execute(q).mappings().first()
         return dict(r) if r else None
 
+    def seed_differs(self) -> str | None:
+        """A warning when the knowledge base the engine ships differs from the one curation started from (an
+        engine upgrade brought new content): the curated releases do not contain it."""
+        from kb.base import content_hash
+
+        with self.engine.connect() as conn:
+            seed = conn.execute(
+                select(kb_release.c.name, kb_release.c.content_hash).where(kb_release.c.kind == "seed")
+            ).first()
+        if seed is None or not self.seed_dir.is_dir():
+            return None
+        now = content_hash(self.seed_dir)
+        if now == seed.content_hash:
+            return None
+        return (f"the built-in knowledge base ({self.seed_dir}, {now}) differs from the one curation started from "
+                f"({seed.name}+{seed.content_hash}); the server serves the curated release, which lacks the new "
+                "built-in content — bring it in through change requests, or start curation afresh on a new database")  # fmt: skip
+
     def _seed(self) -> None:
         texts = read_dir(self.seed_dir)
         name = Tree(texts).release_name() or "unreleased"

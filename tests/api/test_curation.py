@@ -318,3 +318,14 @@ def test_entity_names_its_parent_and_the_schema_labels_codes(cur: Env) -> None:
     }
     assert fields["verification"]["option_labels"]["unverified"] == "未核实"
     assert list(fields)[:2] == ["id", "name"] and list(fields)[-1] == "deprecation_reason"
+
+
+def test_a_changed_builtin_knowledge_base_is_reported(cur: Env, kb_copy: Any) -> None:
+    from kb.curation import Curation
+
+    c = cur.app.state.tcm.curation
+    c.current()  # seeded from the fixture knowledge base
+    assert c.seed_differs() is None
+    (kb_copy / "release.yaml").write_text("name: '2099.01.01'\n", encoding="utf-8")
+    other = Curation(c.engine, seed_dir=kb_copy)  # the engine upgraded, with new built-in content
+    assert "differs from the one curation started from" in (other.seed_differs() or "")
