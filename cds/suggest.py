@@ -28,7 +28,7 @@ def _dose_text(dose_g: float | None, amount: str | None) -> str:
 
 def _main_formula(base: kbmod.KnowledgeBase, sy: m.Syndrome) -> tuple[m.Formula | None, list[str]]:
     """The syndrome's first formula that is not deprecated (a deprecated one gives way to its replacement)."""
-    notes = []
+    notes: list[str] = []
     for fid in sy.formula_ids:
         seen = set()
         while fid not in seen:

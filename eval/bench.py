@@ -315,6 +315,7 @@ def bench_curation(data_dir: Path, rounds: int = 5) -> dict[str, Any]:
                     continue
                 for k, v in step.items():
                     timings[k].append(v)
+            c.wait_compiled()
         finally:
             if old_cache is None:
                 os.environ.pop("TCM_CACHE_DIR", None)

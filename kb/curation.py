@@ -338,6 +338,12 @@ class Curation:
         self._texts: dict[int, dict[str, str]] = {}  # release id -> files
         self._trees: dict[int, Tree] = {}
         self._kbs: dict[int, Any] = {}
+        self._compiling: list[threading.Thread] = []
+
+    def wait_compiled(self) -> None:
+        """Wait until the compiled copies of new releases are written to the cache folder."""
+        while self._compiling:
+            self._compiling.pop().join()
 
     # ---- releases ------------------------------------------------------------------------------------
     def current(self, conn: Connection | None = None) -> dict[str, Any]:
@@ -985,12 +991,14 @@ class Curation:
             with self._lock:
                 self._kbs[rid] = built
             # the compiled copy only speeds up the next process's start: write it off the caller's path
-            threading.Thread(
+            t = threading.Thread(
                 target=_write_pickle,
                 args=(cache_dir() / f"kb-{digest}-{_code_hash()}.pickle", built),
                 name="tcm-kb-compile",
-                daemon=False,
-            ).start()  # fmt: skip (finishes before exit)
+                daemon=False,  # finishes before the process exits
+            )
+            t.start()
+            self._compiling.append(t)
         if on_built is not None:
             on_built(self.knowledge_base(release))
         return self.release_detail(name)
