@@ -82,9 +82,11 @@ def candidates_for(base: kbmod.KnowledgeBase, gold: str, rng: random.Random, n: 
 def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 13) -> dict[str, Any]:
     rng = random.Random(seed)
     n = top1 = top3 = top1_d = top3_d = cand1 = 0
+    by_kind = {"symptom_list": [0, 0, 0, 0], "narrative": [0, 0, 0, 0]}  # n, top-1, top-3, top-1 of 10 candidates
     nll = 0.0
     skipped = []
     for row in rows:
+        kind = by_kind["symptom_list" if row.get("symptoms") else "narrative"]
         gold = gold_ids(base, row)
         if not gold:
             skipped.append(row["id"])
@@ -96,11 +98,16 @@ def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 
         except Exception as exc:  # an unreadable vignette counts as a miss, reported
             skipped.append(f"{row['id']}: {exc}")
             n += 1
+            kind[0] += 1
             continue
         n += 1
+        kind[0] += 1
         ranked = [d["syndrome_id"] for d in free["differentials"]]
-        top1 += ranked[:1] and ranked[0] in gold
-        top3 += bool(set(ranked[:3]) & gold)
+        hit1, hit3 = bool(ranked[:1]) and ranked[0] in gold, bool(set(ranked[:3]) & gold)
+        top1 += hit1
+        top3 += hit3
+        kind[1] += hit1
+        kind[2] += hit3
         p = next((d["score"] for d in free["differentials"] if d["syndrome_id"] in gold), 1e-4)
         nll -= math.log(max(p, 1e-4))
         ranked_d = [d["syndrome_id"] for d in given["differentials"]]
@@ -111,10 +118,18 @@ def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 
         cres = dmod.differentiate(request(row, candidates=cands), base)
         first = cres["differentials"][0]
         cand1 += first.get("syndrome_id") in gold
+        kind[3] += first.get("syndrome_id") in gold
     pct = (lambda k: round(100.0 * k / n, 1)) if n else (lambda k: None)
+
+    def share(k: int, of: int) -> float | None:
+        return round(100.0 * k / of, 1) if of else None
+
     return {
         "vignettes": n, "top1": pct(top1), "top3": pct(top3), "top1_disease_given": pct(top1_d),
         "top3_disease_given": pct(top3_d), "top1_among_10_candidates": pct(cand1),
+        # the two targets are per kind of input: top-3 for symptom lists, top-1 of 10 for narratives
+        "by_kind": {k: {"vignettes": v[0], "top1": share(v[1], v[0]), "top3": share(v[2], v[0]),
+                        "top1_among_10_candidates": share(v[3], v[0])} for k, v in by_kind.items()},
         "mean_nll": round(nll / n, 3) if n else None, "skipped": skipped,
     }  # fmt: skip
 
@@ -137,13 +152,28 @@ def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, A
     return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld}
 
 
-# Ranking depends only on the ratios of the weights, so alpha stays fixed and the temperature is fitted last.
+# Ranking depends only on the ratios of the weights, so alpha stays fixed and the temperature is fitted last. The
+# role weights (w_*) are relative to a secondary finding's; changing them rebuilds the profile index.
 GRID = {
     "alpha": [12.0],
-    "beta": [2.0, 6.0, 12.0],
-    "gamma": [0.5, 1.5, 3.0],
-    "miss": [0.0, 1.0, 2.5],
+    "w_key": [1.0, 2.0],
+    "w_tongue": [1.0, 1.5],
+    "w_pulse": [1.0, 1.5],
+    "beta": [1.0, 2.0],
+    "gamma": [0.5, 1.5],
+    "miss": [0.0, 0.5],
+    "paed": [1.0, 2.0],
+    "hallmark": [0.5, 1.0],
+    "context": [8.0],
 }
+
+
+def _set(p: dict[str, float]) -> None:
+    rebuild = any(k.startswith("w_") and dmod.params().get(k) != v for k, v in p.items())
+    dmod.OVERRIDES.update(p)
+    dmod.params.cache_clear()
+    if rebuild:
+        dmod.index_for.cache_clear()
 
 
 def fit(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -151,17 +181,16 @@ def fit(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, floa
     best: tuple[float, float, dict[str, float]] | None = None
     for values in itertools.product(*GRID.values()):
         p = dict(zip(GRID, values, strict=True))
-        dmod.params.cache_clear()
-        dmod.DEFAULT_PARAMS.update(p)
+        _set(p)
         r = evaluate_fast(base, rows)
         key = (r["top3"], r["top1"])
         if best is None or key > best[:2]:
             best = (*key, dict(p))
     assert best is not None
-    dmod.DEFAULT_PARAMS.update(best[2])
+    _set(best[2])
     best_t, best_nll = 1.0, float("inf")
     for t in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0):
-        dmod.DEFAULT_PARAMS["temperature"] = t
+        _set({"temperature": t})
         nll = evaluate_fast(base, rows)["nll"]
         if nll < best_nll:
             best_t, best_nll = t, nll
@@ -205,10 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit:
         t = time.perf_counter()
         params = fit(base, tune)
+        dmod.OVERRIDES.clear()
+        old = json.loads(dmod.PARAMS_FILE.read_text(encoding="utf-8")) if dmod.PARAMS_FILE.is_file() else {}
         dmod.PARAMS_FILE.write_text(json.dumps({
-            "fitted_on": f"eval/vignettes tuning half ({len(tune)} vignettes, split by id hash)",
-            "kb_version": str(base.version), "params": params}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")  # fmt: skip
+            **old, "fitted_on": f"eval/vignettes tuning half ({len(tune)} vignettes, split by id hash)",
+            "kb_version": str(base.version), "params": {**old.get("params", {}), **params}},
+            ensure_ascii=False, indent=2) + "\n", encoding="utf-8")  # fmt: skip
         dmod.params.cache_clear()
+        dmod.index_for.cache_clear()
         print(f"fitted {params} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     out: dict[str, Any] = {
         "kb_version": str(base.version),
@@ -226,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{split:<7} n={r['vignettes']:<4} top1 {r['top1']}%  top3 {r['top3']}%  | disease given: top1 "
                   f"{r['top1_disease_given']}%  top3 {r['top3_disease_given']}%  | top1 of 10 candidates "
                   f"{r['top1_among_10_candidates']}%")
+            sl, nv = r["by_kind"]["symptom_list"], r["by_kind"]["narrative"]
+            print(f"{'':<7} symptom lists (n={sl['vignettes']}) top3 {sl['top3']}%  | narratives (n={nv['vignettes']}) "
+                  f"top1 of 10 candidates {nv['top1_among_10_candidates']}%")
         if "safety" in out:
             s = out["safety"]
             print(f"safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "

@@ -117,3 +117,25 @@ def test_suggestion_for_a_pregnant_patient_never_carries_a_critical_finding(fixt
     top = out["suggestions"][0]
     # 桂枝 (慎用) stays with a warning; nothing forbidden is suggested
     assert all(f["severity"] != "critical" for f in top["review"]["findings"])
+
+
+class FakeScorer:
+    """A learned model that favours one syndrome (the Scorer protocol)."""
+
+    name = "fake-scorer-1"
+
+    def __init__(self, favour: str, against: str) -> None:
+        self.favour, self.against = favour, against
+
+    def __call__(self, findings: object) -> dict[str, float]:
+        return {self.favour: 0.95, self.against: 0.05}
+
+
+def test_a_learned_model_moves_the_ranking_and_is_named(fixture_kb: kb.KnowledgeBase) -> None:
+    req = {"text": "恶寒，头痛，鼻塞，乏力", "top_k": 5}  # 气虚感冒证 ahead
+    plain = {d["syndrome_id"]: d["score"] for d in differentiate(req, fixture_kb)["differentials"]}
+    out = differentiate(req, fixture_kb, scorer=FakeScorer("ganmao.fenghan-shubiao", "ganmao.qixu"))
+    with_model = {d["syndrome_id"]: d["score"] for d in out["differentials"]}
+    assert with_model["ganmao.fenghan-shubiao"] > plain["ganmao.fenghan-shubiao"]
+    assert with_model["ganmao.qixu"] < plain["ganmao.qixu"]
+    assert "fake-scorer-1" in out["models_used"] and "fake-scorer-1" in out["method"]
