@@ -8,6 +8,7 @@ incomplete (a syndrome finding that is not in the symptom vocabulary) are kept a
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -58,8 +59,14 @@ class KnowledgeBase:
         self.names = NameIndex(self)
         self._origin = origin_map(content)
         self._problems: list[str] = list(content.problems)
-        self._build()
-        self.names.freeze()
+        gc_was_on = gc.isenabled()
+        gc.disable()  # ~100,000 new long-lived objects: in a big heap the collector would rescan it again and again
+        try:
+            self._build()
+            self.names.freeze()
+        finally:
+            if gc_was_on:
+                gc.enable()
         if self._problems:
             raise ContentError(self._problems)
         release = content.release.name if content.release else "unreleased"
@@ -149,25 +156,33 @@ class KnowledgeBase:
     def _deprecations(self) -> None:
         """Deprecated entries stay (they still resolve); each replacement must exist, in the same kind."""
         c = self.content
-        entries: list[tuple[str, Any, Any, str, dict[str, Any]]] = []  # kind, owner entry, entry, field, table
-        for h in c.herbs:
-            entries.append(("herb", h, h, "replaced_by", self.herbs))
-            entries += [("form", h, f, f"forms[{i}].replaced_by", self.forms) for i, f in enumerate(h.forms)]
-        entries += [("formula", f, f, "replaced_by", self.formulas) for f in c.formulas]
-        entries += [("symptom", x, x, "replaced_by", self.symptoms) for x in c.symptoms]
-        for d in c.diseases:
-            entries.append(("disease", d, d, "replaced_by", self.diseases))
-            entries += [("syndrome", d, sy, f"syndromes[{sy.id}].replaced_by", self.syndromes) for sy in d.syndromes]
-        for rf in c.rulefiles:
-            entries += [("rule", rf, r, f"rules[{i}].replaced_by", self.rules) for i, r in enumerate(rf.rules)]
-        for kind, owner, e, field, table in entries:
-            if not e.deprecated:
-                continue
+
+        def check(kind: str, owner: Any, e: Any, field: str, table: dict[str, Any]) -> None:
             if e.replaced_by is not None and (e.replaced_by not in table or e.replaced_by == e.id):
-                self._problem(
-                    owner, field, f"{kind} {e.id!r} is replaced by {e.replaced_by!r}, which is not another {kind}"
-                )
+                msg = f"{kind} {e.id!r} is replaced by {e.replaced_by!r}, which is not another {kind}"
+                self._problem(owner, field, msg)
             self.deprecated[f"{kind}:{e.id}"] = {"replaced_by": e.replaced_by, "reason": e.deprecation_reason}
+
+        for h in c.herbs:
+            if h.deprecated:
+                check("herb", h, h, "replaced_by", self.herbs)
+            for i, f in enumerate(h.forms):
+                if f.deprecated:
+                    check("form", h, f, f"forms[{i}].replaced_by", self.forms)
+        for kind, entries, table in (("formula", c.formulas, self.formulas), ("symptom", c.symptoms, self.symptoms)):
+            for x in entries:
+                if x.deprecated:
+                    check(kind, x, x, "replaced_by", table)
+        for d in c.diseases:
+            if d.deprecated:
+                check("disease", d, d, "replaced_by", self.diseases)
+            for sy in d.syndromes:
+                if sy.deprecated:
+                    check("syndrome", d, sy, f"syndromes[{sy.id}].replaced_by", self.syndromes)
+        for rf in c.rulefiles:
+            for i, r in enumerate(rf.rules):
+                if r.deprecated:
+                    check("rule", rf, r, f"rules[{i}].replaced_by", self.rules)
 
     def deprecation(self, kind: str, ident: str) -> dict[str, Any] | None:
         """``{replaced_by, reason}`` when the entry is deprecated, else None."""
