@@ -716,6 +716,8 @@ def _differentiate(base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None
         entries.sort(key=lambda e: -(e["score"] if e["score"] is not None else -1.0))
     else:
         rows = np.array([idx.row_of[sy.id] for sy in _pool(base, f)]) if f.disease_ids else np.arange(len(idx.rows))
+        if base.deprecated:  # a deprecated syndrome is not offered (it still ranks when a physician names it)
+            rows = np.array([r for r in rows.tolist() if base.deprecation("syndrome", idx.rows[r]) is None], dtype=int)
         pool_logits = logit_arr[rows]
         order = np.argsort(-pool_logits, kind="stable")
         probs = _softmax(pool_logits.tolist(), p["temperature"])

@@ -36,3 +36,19 @@ def test_a_deprecated_formula_without_replacement_is_skipped(kb_copy: Path) -> N
     base = _deprecate(kb_copy, "mahuang-tang", "")
     s = suggest(FINDINGS, base)["suggestions"][0]
     assert s["formula"]["id"] == "guizhi-tang" and any("麻黄汤已停用" in n for n in s["notes"])
+
+
+def test_a_deprecated_syndrome_is_not_offered(kb_copy: Path) -> None:
+    from cds.differentiate import differentiate
+
+    path = kb_copy / "diseases" / "all.yaml"
+    text = path.read_text(encoding="utf-8")
+    marker = "    - id: ganmao.fenghan-shubiao\n"
+    assert marker in text
+    path.write_text(text.replace(marker, marker + "      deprecated: true\n"), encoding="utf-8")
+    base = kb.load(kb_copy, cache=False)
+    plain = {k: v for k, v in FINDINGS.items() if k != "candidates"}
+    ranked = [d["syndrome_id"] for d in differentiate(plain, base)["differentials"]]
+    assert ranked and "ganmao.fenghan-shubiao" not in ranked
+    named = differentiate(FINDINGS, base)["differentials"]  # named by the physician: still ranked
+    assert [d["syndrome_id"] for d in named] == ["ganmao.fenghan-shubiao"]
