@@ -10,7 +10,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("check", help="safety-review prescriptions (.json, .jsonl or - for standard input)")
     p.add_argument("path", metavar="PATH", help="a .json file (one prescription), a .jsonl file (one a line), or -")
     p.add_argument("--json", action="store_true", help="print JSON reviews (one per line in .jsonl mode)")
-    p.add_argument("--fail-on", choices=["critical", "warning"], help="exit 1 when a finding of this severity or above exists")
+    p.add_argument(
+        "--fail-on", choices=["critical", "warning"], help="exit 1 when a finding of this severity or above exists"
+    )
     p.add_argument("--cards", action="store_true", help="also render CDS Hooks cards in each review")
     p.set_defaults(func=cmd_check)
 

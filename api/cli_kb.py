@@ -50,7 +50,9 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_query)
 
     s = kb_sub.add_parser("coverage", help="coverage of herb, symptom and formula names against the shared data")
-    s.add_argument("--data", type=Path, metavar="DIR", help="the shared data directory (default: $TCM_DATA_DIR or ../shared/data)")
+    s.add_argument(
+        "--data", type=Path, metavar="DIR", help="the shared data directory (default: $TCM_DATA_DIR or ../shared/data)"
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_coverage)
 
@@ -311,8 +313,10 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     for name in ("tcm-pd", "smgcn"):
         print(f"  herbs {name:<9} {h[name]['resolved']}/{h[name]['total']} = {h[name]['coverage']:.1%}")
     c = h["tcm-cases"]
-    print(f"  herb mentions in tcm-cases  {c['resolved_mentions']}/{c['mentions']} = {c['coverage']:.1%}"
-          f"  (distinct names {c['resolved_distinct']}/{c['distinct']})")
+    print(
+        f"  herb mentions in tcm-cases  {c['resolved_mentions']}/{c['mentions']} = {c['coverage']:.1%}"
+        f"  (distinct names {c['resolved_distinct']}/{c['distinct']})"
+    )
     print(f"  symptoms tcm-pd  {sy['resolved']}/{sy['total']} = {sy['coverage']:.1%}")
     if fo["compared"]:
         print(f"  formulas: {fo['agree']}/{fo['compared']} compositions agree = {fo['agreement']:.1%}")

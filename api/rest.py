@@ -244,7 +244,9 @@ def render_entity(kb: Any, kind: str, e: Any) -> dict[str, Any]:
             ],
         )
     dep = kb.deprecation(kind, e.id)
-    out.update(deprecated=dep is not None, source=_src(e.source), verification=e.verification, kb_version=str(kb.version))
+    out.update(
+        deprecated=dep is not None, source=_src(e.source), verification=e.verification, kb_version=str(kb.version)
+    )
     if dep is not None:
         out.update(replaced_by=dep["replaced_by"], deprecation_reason=dep["reason"])
     return out

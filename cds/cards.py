@@ -58,7 +58,11 @@ def review_cards(
                 action: dict[str, Any] = {
                     "type": "update",
                     "description": s["label"],
-                    "tcm": {"action": s["action"], "item": s["item"], **({"dose_g": s["dose_g"]} if "dose_g" in s else {})},
+                    "tcm": {
+                        "action": s["action"],
+                        "item": s["item"],
+                        **({"dose_g": s["dose_g"]} if "dose_g" in s else {}),
+                    },
                 }
                 if resource_for is not None:
                     resource = resource_for(s)

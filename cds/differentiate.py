@@ -187,7 +187,9 @@ class Index:
         self.has: dict[str, set[str]] = defaultdict(set)
         self.contra_of: dict[str, set[str]] = defaultdict(set)
         self.key_of: dict[str, set[str]] = defaultdict(set)
-        self.postings: dict[str, list[tuple[str, float, bool]]] = defaultdict(list)  # finding -> (syndrome, weight, key)
+        self.postings: dict[str, list[tuple[str, float, bool]]] = defaultdict(
+            list
+        )  # finding -> (syndrome, weight, key)
         for sid_, prof in self.profiles.items():
             for fid, w in prof.weights.items():
                 self.has[fid].add(sid_)
@@ -398,7 +400,11 @@ def read_findings(raw: Any, kb: kbmod.KnowledgeBase) -> Findings:
                 disease_ids = pick or disease_ids
     candidates = raw.get("candidates")
     if candidates is not None:
-        if not isinstance(candidates, list) or not candidates or not all(isinstance(c, str) and c.strip() for c in candidates):
+        if (
+            not isinstance(candidates, list)
+            or not candidates
+            or not all(isinstance(c, str) and c.strip() for c in candidates)
+        ):
             raise InputError("expected a non-empty list of syndrome names", "candidates")
     top_k = raw.get("top_k", 5)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -418,7 +424,9 @@ def read_findings(raw: Any, kb: kbmod.KnowledgeBase) -> Findings:
     )  # fmt: skip
     preg = index_for(kb).pregnancy_id
     if demo.pregnant and preg and preg not in {t.symptom_id for t in present}:
-        present.append(Term(preg, kb.symptoms[preg].name, "patient.pregnant" if patient.pregnant else "妊娠", -1, False))
+        present.append(
+            Term(preg, kb.symptoms[preg].name, "patient.pregnant" if patient.pregnant else "妊娠", -1, False)
+        )
     hints = diseases_mentioned(text + "，" + "，".join(symptoms or []), kb) if (text or symptoms) else []
     if western:
         for w in western:
@@ -455,7 +463,9 @@ class Scored:
         contradicting = [{"finding": self.names.get(sid, sym[sid].name),
                           "why": "argues against this syndrome" if what == "contra" else f"opposite of {sym[what].name}"}
                          for sid, what in self.contra]  # fmt: skip
-        contradicting += [{"finding": f"无{sym[sid].name}", "why": "a key finding the patient denies"} for sid in self.denied]
+        contradicting += [
+            {"finding": f"无{sym[sid].name}", "why": "a key finding the patient denies"} for sid in self.denied
+        ]
         return supporting, missing, contradicting
 
 
@@ -560,7 +570,9 @@ def score(idx: Index, sy: m.Syndrome, f: Findings, p: dict[str, float], pt: Pati
     denied = pt.denied.intersection(prof.key)
     penalty = sum(idx.w(sid) for sid, _ in contra) + sum(idx.w(sid) for sid in denied)
     miss_frac = missing / len(prof.key) if prof.key else 0.0
-    logit = p["alpha"] * cosine - p["beta"] * penalty / (pt.norm + 1.0) - p["miss"] * miss_frac + prior(idx, sy, f, p, pt)
+    logit = (
+        p["alpha"] * cosine - p["beta"] * penalty / (pt.norm + 1.0) - p["miss"] * miss_frac + prior(idx, sy, f, p, pt)
+    )
     return Scored(sy, logit, cosine, matched, contra, sorted(denied), pt.names)
 
 
@@ -579,7 +591,9 @@ def _pool(kb: kbmod.KnowledgeBase, f: Findings) -> list[m.Syndrome]:
     return list(kb.syndromes.values())
 
 
-def _map_candidates(kb: kbmod.KnowledgeBase, f: Findings, logit: Callable[[str], float]) -> list[tuple[str, str | None, str]]:
+def _map_candidates(
+    kb: kbmod.KnowledgeBase, f: Findings, logit: Callable[[str], float]
+) -> list[tuple[str, str | None, str]]:
     """Each candidate name -> (name as given, syndrome id or None, how it matched).
 
     A name several diseases share (阴虚火旺证) is read as the syndrome of the disease the physician gave, else of the
@@ -605,6 +619,7 @@ def _map_candidates(kb: kbmod.KnowledgeBase, f: Findings, logit: Callable[[str],
             support[d] += 1
     out = []
     for cand, ids, how in matches:
+
         def rank(i: str) -> tuple[int, int, float]:
             d = kb.syndromes[i].disease_id
             return (support[d], d in f.disease_hints, logit(i))
@@ -683,7 +698,9 @@ def _prior_vector(idx: Index, f: Findings, p: dict[str, float], pt: Patient) -> 
     return out
 
 
-def _differentiate(base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None, cases: CaseIndex | None) -> dict[str, Any]:
+def _differentiate(
+    base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None, cases: CaseIndex | None
+) -> dict[str, Any]:
     idx = index_for(base)
     p = params()
     pt = patient_side(idx, f)
@@ -751,7 +768,9 @@ def _differentiate(base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None
     }
 
 
-def _entry(base: kbmod.KnowledgeBase, s: Scored, prob: float, candidate: str | None = None, how: str | None = None) -> dict[str, Any]:
+def _entry(
+    base: kbmod.KnowledgeBase, s: Scored, prob: float, candidate: str | None = None, how: str | None = None
+) -> dict[str, Any]:
     sy = s.syndrome
     disease = base.diseases[sy.disease_id]
     formula = base.formulas[sy.formula_ids[0]].name if sy.formula_ids else None

@@ -28,7 +28,20 @@ COUNT_UNITS = frozenset("枚片个個只条條朵粒根节節张張对對头頭�
 SETTINGS = ("outpatient", "emergency", "inpatient", "discharge")
 _NUM = r"(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)"
 _DOSE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[A-Za-z\u4e00-\u9fff]*)\s*$")
-_CN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10, "半": 0.5}
+_CN_DIGITS = {
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+    "半": 0.5,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +101,9 @@ def _parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
         if s[0] in _CN_DIGITS and len(s) >= 2 and s[-1] in COUNT_UNITS | set(MASS_UNITS):
             num, unit = _cn_number(s[:-1], where), s[-1]
         else:
-            raise InputError(f"cannot read dose {text!r}: expected a number and a unit (g, 克, mg, 钱, 两, 分, 枚, 片)", where)
+            raise InputError(
+                f"cannot read dose {text!r}: expected a number and a unit (g, 克, mg, 钱, 两, 分, 枚, 片)", where
+            )
     else:
         num, unit = float(m.group("num")), m.group("unit")
     if not math.isfinite(num):
@@ -104,7 +119,9 @@ def _parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
         return round(num * MASS_UNITS[key], 6), None
     if len(unit) == 1 and unit in COUNT_UNITS:
         return None, text.strip()
-    raise InputError(f"unknown unit {unit!r} in dose {text!r}; use g, 克, mg, 钱, 两, 分 or a count (枚, 片, 个)", where)
+    raise InputError(
+        f"unknown unit {unit!r} in dose {text!r}; use g, 克, mg, 钱, 两, 分 or a count (枚, 片, 个)", where
+    )
 
 
 def _cn_number(s: str, where: str) -> float:
@@ -211,7 +228,9 @@ def parse(raw: Any) -> Prescription:
     if setting is not None and setting not in SETTINGS:
         raise InputError(f"expected one of {', '.join(SETTINGS)}, got {setting!r}", "setting")
     rid = raw.get("id")
-    return Prescription(tuple(items), _patient(raw.get("patient")), days, setting, str(rid) if rid is not None else None)
+    return Prescription(
+        tuple(items), _patient(raw.get("patient")), days, setting, str(rid) if rid is not None else None
+    )
 
 
 _NO = object()

@@ -177,7 +177,6 @@ class Plan:
                 for mem in rule.members:
                     self.members[rule.kind][mem.herb_id].append((rule, mem))
 
-
     def formula_parts(self, it: Item) -> list[Line]:
         """The herbs of a formula written as one prescription item (六一散, 左金丸), checked one by one."""
         r = self.kb.resolve(it.herb, "formula")
@@ -286,7 +285,9 @@ def review(prescription: Prescription | dict[str, Any], kb: kbmod.KnowledgeBase 
     for it in rx.items:
         f = facts(it.herb)
         if not f.res.resolved and (parts := plan.formula_parts(it) or plan.combined_parts(it)):
-            lines += parts  # a formula written as one item (六一散, 左金丸) or two drugs in one name (川象贝): each checked
+            lines += (
+                parts  # a formula written as one item (六一散, 左金丸) or two drugs in one name (川象贝): each checked
+            )
         else:
             lines.append(Line(it, f))
     present: set[str] = set()
@@ -333,11 +334,16 @@ def check_unresolved(ctx: Context) -> list[Finding]:
         why = f"（{ln.res.note}）" if ln.res.note else ""
         out.append(
             Finding(
-                rule_id="unresolved", kind="unresolved", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
+                rule_id="unresolved",
+                kind="unresolved",
+                severity=m.Severity.WARNING,
+                herbs=(ln.item.herb,),
                 message_zh=f"无法识别药名“{ln.item.herb}”{why}，未对其做安全审核；候选：{cands}",
                 message_en=f"Unknown herb name '{ln.item.herb}': it was not safety-checked; candidates: "
                 f"{', '.join(ln.res.candidates) or 'none'}",
-                source=None, items=(ln.item.pos,), detail={"candidates": list(ln.res.candidates)},
+                source=None,
+                items=(ln.item.pos,),
+                detail={"candidates": list(ln.res.candidates)},
             )  # fmt: skip
         )
     return out
@@ -375,14 +381,21 @@ def _pair_check(kind: str) -> Check:
                     na, nb = _label(la), _label(lb)
                     out.append(
                         Finding(
-                            rule_id=rule.id, kind=kind, severity=rule.severity, herbs=(a,) if ia == ib else (a, b),
-                            message_zh=f"{na} 与 {nb}：{rule.message_zh}", message_en=f"{na} with {nb}: {rule.message_en}",
-                            source=rule.source, items=(ia,) if ia == ib else (ia, ib),
+                            rule_id=rule.id,
+                            kind=kind,
+                            severity=rule.severity,
+                            herbs=(a,) if ia == ib else (a, b),
+                            message_zh=f"{na} 与 {nb}：{rule.message_zh}",
+                            message_en=f"{na} with {nb}: {rule.message_en}",
+                            source=rule.source,
+                            items=(ia,) if ia == ib else (ia, ib),
                             detail={"note": rule.note} if rule.note else {},
                             suggestions=(
                                 {"label": f"删除 {b} / remove {b}", "action": "remove", "item": ib},
                                 {"label": f"删除 {a} / remove {a}", "action": "remove", "item": ia},
-                            ) if ia != ib else ({"label": f"删除 {a} / remove {a}", "action": "remove", "item": ia},),
+                            )
+                            if ia != ib
+                            else ({"label": f"删除 {a} / remove {a}", "action": "remove", "item": ia},),
                         )  # fmt: skip
                     )
         return out
@@ -414,21 +427,37 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
         if p.pregnant:
             out.append(
                 Finding(
-                    rule_id=rid, kind="pregnancy", severity=PREGNANCY_SEVERITY[cls], herbs=(ln.item.herb,),
-                    message_zh=f"{ln.item.herb}：孕妇{cls}", message_en=f"{ln.item.herb}: {_preg_en(cls)} in pregnancy",
-                    source=src, items=(ln.item.pos,), detail={"pregnancy": cls},
-                    suggestions=({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
-                                  "item": ln.item.pos},),
+                    rule_id=rid,
+                    kind="pregnancy",
+                    severity=PREGNANCY_SEVERITY[cls],
+                    herbs=(ln.item.herb,),
+                    message_zh=f"{ln.item.herb}：孕妇{cls}",
+                    message_en=f"{ln.item.herb}: {_preg_en(cls)} in pregnancy",
+                    source=src,
+                    items=(ln.item.pos,),
+                    detail={"pregnancy": cls},
+                    suggestions=(
+                        {
+                            "label": f"删除 {ln.item.herb} / remove {ln.item.herb}",
+                            "action": "remove",
+                            "item": ln.item.pos,
+                        },
+                    ),
                 )  # fmt: skip
             )
         elif cls == "禁用":
             out.append(
                 Finding(
-                    rule_id=rid, kind="pregnancy", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
+                    rule_id=rid,
+                    kind="pregnancy",
+                    severity=m.Severity.WARNING,
+                    herbs=(ln.item.herb,),
                     message_zh=f"{ln.item.herb}：孕妇禁用；患者是否妊娠未知，请确认",
                     message_en=f"{ln.item.herb} is forbidden in pregnancy and the patient's pregnancy status is unknown: "
                     "confirm before signing",
-                    source=src, items=(ln.item.pos,), detail={"pregnancy": cls, "confirm_pregnancy": True},
+                    source=src,
+                    items=(ln.item.pos,),
+                    detail={"pregnancy": cls, "confirm_pregnancy": True},
                 )  # fmt: skip
             )
     return out
@@ -458,9 +487,15 @@ def check_dose(ctx: Context) -> list[Finding]:
             toxic = safety.toxicity is not None
             out.append(
                 Finding(
-                    rule_id=rid, kind="dose", severity=m.Severity.CRITICAL if toxic else m.Severity.WARNING,
-                    herbs=(ln.item.herb,), source=ln.facts.source, items=(ln.item.pos,), detail=detail,
-                    message_zh=f"{ln.item.herb} {_fmt(d)} g 超过常用量上限（{rng}）" + ("，为有毒药物" if toxic else ""),
+                    rule_id=rid,
+                    kind="dose",
+                    severity=m.Severity.CRITICAL if toxic else m.Severity.WARNING,
+                    herbs=(ln.item.herb,),
+                    source=ln.facts.source,
+                    items=(ln.item.pos,),
+                    detail=detail,
+                    message_zh=f"{ln.item.herb} {_fmt(d)} g 超过常用量上限（{rng}）"
+                    + ("，为有毒药物" if toxic else ""),
                     message_en=f"{ln.item.herb} {_fmt(d)} g is above the {'toxic herb' if toxic else 'usual'} "
                     f"daily range ({rng})",
                     suggestions=(set_dose,),
@@ -469,8 +504,13 @@ def check_dose(ctx: Context) -> list[Finding]:
         else:
             out.append(
                 Finding(
-                    rule_id=rid, kind="dose", severity=m.Severity.INFO, herbs=(ln.item.herb,), source=ln.facts.source,
-                    items=(ln.item.pos,), detail=detail,
+                    rule_id=rid,
+                    kind="dose",
+                    severity=m.Severity.INFO,
+                    herbs=(ln.item.herb,),
+                    source=ln.facts.source,
+                    items=(ln.item.pos,),
+                    detail=detail,
                     message_zh=f"{ln.item.herb} {_fmt(d)} g 低于常用量（{rng}）",
                     message_en=f"{ln.item.herb} {_fmt(d)} g is below the usual daily range ({rng})",
                 )  # fmt: skip
@@ -503,11 +543,23 @@ def check_toxic(ctx: Context) -> list[Finding]:
                     banned_items.add(ln.item.pos)
                 out.append(
                     Finding(
-                        rule_id=rule.id, kind="toxic", severity=sev, herbs=(ln.item.herb,), message_zh=msg_zh,
-                        message_en=msg_en, source=rule.source, items=(ln.item.pos,), detail=detail,
+                        rule_id=rule.id,
+                        kind="toxic",
+                        severity=sev,
+                        herbs=(ln.item.herb,),
+                        message_zh=msg_zh,
+                        message_en=msg_en,
+                        source=rule.source,
+                        items=(ln.item.pos,),
+                        detail=detail,
                         override_allowed=kind != "banned",
-                        suggestions=({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
-                                      "item": ln.item.pos},),
+                        suggestions=(
+                            {
+                                "label": f"删除 {ln.item.herb} / remove {ln.item.herb}",
+                                "action": "remove",
+                                "item": ln.item.pos,
+                            },
+                        ),
                     )  # fmt: skip
                 )
     for ln in ctx.lines:
@@ -522,23 +574,41 @@ def check_toxic(ctx: Context) -> list[Finding]:
             explicit_raw = ln.res.raw
             out.append(
                 Finding(
-                    rule_id=rid, kind="toxic",
-                    severity=m.Severity.CRITICAL if explicit_raw else m.Severity.WARNING, herbs=(ln.item.herb,),
-                    message_zh=(f"{ln.item.herb} 为生品，须炮制后方可内服" if explicit_raw else
-                                f"{ln.item.herb} 按药典为生品（{ln.label}），内服须用炮制品，请注明炮制规格"),
-                    message_en=(f"{ln.item.herb} is the raw drug and must be processed before internal use" if explicit_raw
-                                else f"{ln.item.herb} as written is the raw drug; internal use needs the processed form: "
-                                "write the processed form"),
-                    source=src, items=(ln.item.pos,), detail={"internal_use": use}, suggestions=remove,
+                    rule_id=rid,
+                    kind="toxic",
+                    severity=m.Severity.CRITICAL if explicit_raw else m.Severity.WARNING,
+                    herbs=(ln.item.herb,),
+                    message_zh=(
+                        f"{ln.item.herb} 为生品，须炮制后方可内服"
+                        if explicit_raw
+                        else f"{ln.item.herb} 按药典为生品（{ln.label}），内服须用炮制品，请注明炮制规格"
+                    ),
+                    message_en=(
+                        f"{ln.item.herb} is the raw drug and must be processed before internal use"
+                        if explicit_raw
+                        else f"{ln.item.herb} as written is the raw drug; internal use needs the processed form: "
+                        "write the processed form"
+                    ),
+                    source=src,
+                    items=(ln.item.pos,),
+                    detail={"internal_use": use},
+                    suggestions=remove,
                 )  # fmt: skip
             )
         elif use in ("external_only", "banned"):
             out.append(
                 Finding(
-                    rule_id=rid, kind="toxic", severity=m.Severity.CRITICAL, herbs=(ln.item.herb,),
+                    rule_id=rid,
+                    kind="toxic",
+                    severity=m.Severity.CRITICAL,
+                    herbs=(ln.item.herb,),
                     message_zh=f"{ln.item.herb}：" + ("只供外用，不可内服" if use == "external_only" else "已禁止药用"),
-                    message_en=f"{ln.item.herb}: " + ("external use only" if use == "external_only" else "banned from use"),
-                    source=src, items=(ln.item.pos,), detail={"internal_use": use}, override_allowed=False,
+                    message_en=f"{ln.item.herb}: "
+                    + ("external use only" if use == "external_only" else "banned from use"),
+                    source=src,
+                    items=(ln.item.pos,),
+                    detail={"internal_use": use},
+                    override_allowed=False,
                     suggestions=remove,
                 )  # fmt: skip
             )
@@ -562,12 +632,18 @@ def check_duplicate(ctx: Context) -> list[Finding]:
         what_en = "appears twice" if same_form else "raw and processed (or two processed) forms in one prescription"
         out.append(
             Finding(
-                rule_id="duplicate", kind="duplicate", severity=m.Severity.WARNING, herbs=written,
+                rule_id="duplicate",
+                kind="duplicate",
+                severity=m.Severity.WARNING,
+                herbs=written,
                 message_zh=f"{'、'.join(written)}：同一药物{herb.name}{what_zh}",
                 message_en=f"{', '.join(written)}: {herb.name} {what_en}",
-                source=_regulation(ctx.kb, "chufang-dianping"), items=tuple(ln.item.pos for ln in lns),
-                suggestions=tuple({"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove",
-                                   "item": ln.item.pos} for ln in lns[1:]),
+                source=_regulation(ctx.kb, "chufang-dianping"),
+                items=tuple(ln.item.pos for ln in lns),
+                suggestions=tuple(
+                    {"label": f"删除 {ln.item.herb} / remove {ln.item.herb}", "action": "remove", "item": ln.item.pos}
+                    for ln in lns[1:]
+                ),
             )  # fmt: skip
         )
     return out
@@ -586,13 +662,28 @@ def check_preparation(ctx: Context) -> list[Finding]:
             continue
         rid = f"preparation.{ln.facts.fact_id['preparation']}"
         if need == "入丸散":
-            zh, en, sev = f"{ln.item.herb}：宜入丸散，不入煎剂", f"{ln.item.herb}: for pills and powders, not decocted", m.Severity.WARNING
+            zh, en, sev = (
+                f"{ln.item.herb}：宜入丸散，不入煎剂",
+                f"{ln.item.herb}: for pills and powders, not decocted",
+                m.Severity.WARNING,
+            )
         else:
-            zh, en, sev = f"{ln.item.herb}：需{need}，处方未注明", f"{ln.item.herb}: needs {need}, which the prescription does not state", m.Severity.INFO
+            zh, en, sev = (
+                f"{ln.item.herb}：需{need}，处方未注明",
+                f"{ln.item.herb}: needs {need}, which the prescription does not state",
+                m.Severity.INFO,
+            )
         out.append(
             Finding(
-                rule_id=rid, kind="preparation", severity=sev, herbs=(ln.item.herb,), message_zh=zh, message_en=en,
-                source=ln.facts.source, items=(ln.item.pos,), detail={"required": need, "stated": stated or None},
+                rule_id=rid,
+                kind="preparation",
+                severity=sev,
+                herbs=(ln.item.herb,),
+                message_zh=zh,
+                message_en=en,
+                source=ln.facts.source,
+                items=(ln.item.pos,),
+                detail={"required": need, "stated": stated or None},
             )  # fmt: skip
         )
     return out
@@ -607,9 +698,14 @@ def check_duration(ctx: Context) -> list[Finding]:
             if rule.params.get("setting") == ctx.rx.setting and days > int(rule.params["max_days"]):  # type: ignore[call-overload]
                 out.append(
                     Finding(
-                        rule_id=rule.id, kind="duration", severity=rule.severity, herbs=(),
-                        message_zh=f"处方 {days} 日：{rule.message_zh}", message_en=f"{days} days: {rule.message_en}",
-                        source=rule.source, detail={"days": days, "max_days": rule.params["max_days"]},
+                        rule_id=rule.id,
+                        kind="duration",
+                        severity=rule.severity,
+                        herbs=(),
+                        message_zh=f"处方 {days} 日：{rule.message_zh}",
+                        message_en=f"{days} days: {rule.message_en}",
+                        source=rule.source,
+                        detail={"days": days, "max_days": rule.params["max_days"]},
                     )  # fmt: skip
                 )
     for ln in ctx.lines:
@@ -619,9 +715,15 @@ def check_duration(ctx: Context) -> list[Finding]:
             if too_long or alone:
                 out.append(
                     Finding(
-                        rule_id=rule.id, kind="duration", severity=rule.severity, herbs=(ln.item.herb,),
-                        message_zh=f"{ln.item.herb}：{rule.message_zh}", message_en=f"{ln.item.herb}: {rule.message_en}",
-                        source=rule.source, items=(ln.item.pos,), detail={"days": days, "alone": alone},
+                        rule_id=rule.id,
+                        kind="duration",
+                        severity=rule.severity,
+                        herbs=(ln.item.herb,),
+                        message_zh=f"{ln.item.herb}：{rule.message_zh}",
+                        message_en=f"{ln.item.herb}: {rule.message_en}",
+                        source=rule.source,
+                        items=(ln.item.pos,),
+                        detail={"days": days, "alone": alone},
                     )  # fmt: skip
                 )
     return out
@@ -640,10 +742,15 @@ def check_population(ctx: Context) -> list[Finding]:
             continue
         out.append(
             Finding(
-                rule_id="population.age-toxic", kind="population", severity=m.Severity.WARNING, herbs=(ln.item.herb,),
+                rule_id="population.age-toxic",
+                kind="population",
+                severity=m.Severity.WARNING,
+                herbs=(ln.item.herb,),
                 message_zh=f"{ln.item.herb}（{ln.safety.toxicity}）用于{group_zh}：剂量范围按成人制定，须酌减并密切观察",
                 message_en=f"{ln.item.herb} ({ln.safety.toxicity}) for {group_en}: dose ranges are for adults; reduce and monitor",
-                source=_regulation(ctx.kb, "chufang-shenhe"), items=(ln.item.pos,), detail={"age_years": age},
+                source=_regulation(ctx.kb, "chufang-shenhe"),
+                items=(ln.item.pos,),
+                detail={"age_years": age},
             )  # fmt: skip
         )
     return out

@@ -256,16 +256,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for split in ("tune", "report"):
             r = out[split]
-            print(f"{split:<7} n={r['vignettes']:<4} top1 {r['top1']}%  top3 {r['top3']}%  | disease given: top1 "
-                  f"{r['top1_disease_given']}%  top3 {r['top3_disease_given']}%  | top1 of 10 candidates "
-                  f"{r['top1_among_10_candidates']}%")
+            print(
+                f"{split:<7} n={r['vignettes']:<4} top1 {r['top1']}%  top3 {r['top3']}%  | disease given: top1 "
+                f"{r['top1_disease_given']}%  top3 {r['top3_disease_given']}%  | top1 of 10 candidates "
+                f"{r['top1_among_10_candidates']}%"
+            )
             sl, nv = r["by_kind"]["symptom_list"], r["by_kind"]["narrative"]
-            print(f"{'':<7} symptom lists (n={sl['vignettes']}) top3 {sl['top3']}%  | narratives (n={nv['vignettes']}) "
-                  f"top1 of 10 candidates {nv['top1_among_10_candidates']}%")
+            print(
+                f"{'':<7} symptom lists (n={sl['vignettes']}) top3 {sl['top3']}%  | narratives (n={nv['vignettes']}) "
+                f"top1 of 10 candidates {nv['top1_among_10_candidates']}%"
+            )
         if "safety" in out:
             s = out["safety"]
-            print(f"safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
-                  f"({s['withheld']} withheld)")
+            print(
+                f"safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
+                f"({s['withheld']} withheld)"
+            )
     return 0
 
 

@@ -1,9 +1,9 @@
 """The knowledge graph of herbs, processed forms, formulas, diseases, syndromes, symptoms and safety rules.
 
-    >>> import kb
-    >>> base = kb.default()
-    >>> base.resolve_herb("炙甘草").name
-    '甘草'
+>>> import kb
+>>> base = kb.default()
+>>> base.resolve_herb("炙甘草").name
+'甘草'
 """
 
 from kb.base import KnowledgeBase, default, load

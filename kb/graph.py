@@ -47,8 +47,15 @@ def build_graph(kb: KnowledgeBase) -> nx.MultiDiGraph:
         sn = f"syndrome:{sy.id}"
         nodes.append((sn, {"kind": "syndrome", "name": sy.name, "disease": sy.disease_id}))
         edges.append((f"disease:{sy.disease_id}", sn, {"rel": "has_syndrome"}))
-        for role, findings in (("key", sy.key), ("secondary", sy.secondary), ("tongue", sy.tongue), ("pulse", sy.pulse)):
-            edges += [(f"symptom:{f.symptom_id}", sn, {"rel": "indicates", "role": role}) for f in findings if f.symptom_id]
+        for role, findings in (
+            ("key", sy.key),
+            ("secondary", sy.secondary),
+            ("tongue", sy.tongue),
+            ("pulse", sy.pulse),
+        ):
+            edges += [
+                (f"symptom:{f.symptom_id}", sn, {"rel": "indicates", "role": role}) for f in findings if f.symptom_id
+            ]
         edges += [(f"symptom:{f.symptom_id}", sn, {"rel": "argues_against"}) for f in sy.contra if f.symptom_id]
         pn = f"principle:{sy.principle}"
         nodes.append((pn, {"kind": "principle", "name": sy.principle}))

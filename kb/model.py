@@ -40,7 +40,16 @@ TOXICITY_CODE = {"大毒": "high", "有毒": "moderate", "小毒": "low"}
 PREGNANCY_CODE = {"禁用": "forbidden", "忌用": "avoid", "慎用": "caution"}
 
 
-DISCIPLINES = ("内科", "外科", "妇科", "儿科", "耳鼻咽喉科", "眼科", "骨伤科", "皮肤科")  # the order of kb.schema.Discipline
+DISCIPLINES = (
+    "内科",
+    "外科",
+    "妇科",
+    "儿科",
+    "耳鼻咽喉科",
+    "眼科",
+    "骨伤科",
+    "皮肤科",
+)  # the order of kb.schema.Discipline
 
 
 @dataclass(frozen=True, slots=True)

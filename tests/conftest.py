@@ -29,6 +29,8 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("TCM_CACHE_DIR", None)
     else:
         os.environ["TCM_CACHE_DIR"] = old
+
+
 SHARED_DATA = Path(os.environ.get("TCM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

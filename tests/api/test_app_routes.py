@@ -8,7 +8,14 @@ from api.auth import CDS_CLIENT, PUBLIC, ROLES, iter_routes, roles_of
 from tests.api.app_support import *  # noqa: F403
 from tests.api.app_support import Env
 
-PUBLIC_ROUTES = {"/healthz", "/readyz", "/v1/version", "/openapi.json", "/curate", "/curate/static/{name}"}  # page: data needs a token
+PUBLIC_ROUTES = {
+    "/healthz",
+    "/readyz",
+    "/v1/version",
+    "/openapi.json",
+    "/curate",
+    "/curate/static/{name}",
+}  # page: data needs a token
 
 
 def test_every_route_declares_its_roles(env: Env) -> None:

@@ -12,7 +12,9 @@ RX2 = {"items": [{"herb": "党参", "dose": "3钱"}, {"herb": "白术", "dose_g"
 
 def write(tmp_path: Path, name: str, *docs: object, raw: str | None = None) -> str:
     p = tmp_path / name
-    p.write_text(raw if raw is not None else "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    p.write_text(
+        raw if raw is not None else "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8"
+    )
     return str(p)
 
 
@@ -43,7 +45,9 @@ def test_fail_on(tcm, tmp_path: Path) -> None:
 
 
 def test_bad_line_yields_error_object_and_the_rest_is_reviewed(tcm, tmp_path: Path) -> None:
-    path = write(tmp_path, "rx.jsonl", raw='{"items": "oops"}\n{not json\n' + json.dumps(RX2, ensure_ascii=False) + "\n")
+    path = write(
+        tmp_path, "rx.jsonl", raw='{"items": "oops"}\n{not json\n' + json.dumps(RX2, ensure_ascii=False) + "\n"
+    )
     r = tcm("check", path, "--json")
     rows = r.json_lines()
     assert len(rows) == 3 and r.code == 0

@@ -73,7 +73,7 @@ def test_validate_with_shacl(tcm) -> None:
 
 
 def test_query_json(tcm) -> None:
-    r = tcm("kb", "query", "ASK { ?h skos:prefLabel \"甘草\"@zh }", "--json")
+    r = tcm("kb", "query", 'ASK { ?h skos:prefLabel "甘草"@zh }', "--json")
     assert r.code == 0 and json.loads(r.out)["boolean"] is True
 
 

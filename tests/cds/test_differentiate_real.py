@@ -115,7 +115,11 @@ def test_a_shared_candidate_name_is_read_in_the_disease_of_the_others(real_kb: k
 
 def test_the_fast_ranking_gives_the_scores_of_the_shown_evidence(real_kb: kb.KnowledgeBase) -> None:
     idx, p = dmod.index_for(real_kb), dmod.params()
-    for text in ("女孩，4岁。" + WIND_HEAT_COLD, "恶寒发热，无汗，头项强痛，舌苔薄白而润，脉浮紧", "孕10周，恶心呕吐，不欲饮食"):
+    for text in (
+        "女孩，4岁。" + WIND_HEAT_COLD,
+        "恶寒发热，无汗，头项强痛，舌苔薄白而润，脉浮紧",
+        "孕10周，恶心呕吐，不欲饮食",
+    ):
         f = dmod.read_findings({"text": text}, real_kb)
         pt = dmod.patient_side(idx, f)
         logits, _ = dmod._logits(idx, f, p, pt)

@@ -49,4 +49,6 @@ def test_missing_patient_fields_are_unknown() -> None:
     rx = parse({"items": [{"herb": "甘草", "dose": "6g"}], "patient": {"sex": "female", "pregnant": None}})
     assert rx.patient.pregnant is None and rx.patient.may_be_pregnant()
     assert not parse({"items": [{"herb": "甘草"}], "patient": {"sex": "male"}}).patient.may_be_pregnant()
-    assert not parse({"items": [{"herb": "甘草"}], "patient": {"sex": "female", "age_years": 70}}).patient.may_be_pregnant()
+    assert not parse(
+        {"items": [{"herb": "甘草"}], "patient": {"sex": "female", "age_years": 70}}
+    ).patient.may_be_pregnant()

@@ -94,7 +94,9 @@ def test_duplicate(fixture_kb: kb.KnowledgeBase) -> None:
 
 
 def test_preparation(fixture_kb: kb.KnowledgeBase) -> None:
-    rv = review({"items": [{"herb": "附子", "dose_g": 9}, {"herb": "石膏", "dose_g": 30, "preparation": "先煎"}]}, fixture_kb)
+    rv = review(
+        {"items": [{"herb": "附子", "dose_g": 9}, {"herb": "石膏", "dose_g": 30, "preparation": "先煎"}]}, fixture_kb
+    )
     (f,) = kinds(rv, "preparation")
     assert f.herbs == ("附子",) and f.severity.value == "info" and f.detail["required"] == "先煎"
 
@@ -118,7 +120,9 @@ def test_population(fixture_kb: kb.KnowledgeBase) -> None:
 
 
 def test_classic_formula_is_clean(fixture_kb: kb.KnowledgeBase) -> None:
-    rv = review(rx(("桂枝", 9), ("芍药", 9), ("生姜", 9), ("大枣", "3枚"), ("炙甘草", 6), patient=NOT_PREGNANT), fixture_kb)
+    rv = review(
+        rx(("桂枝", 9), ("芍药", 9), ("生姜", 9), ("大枣", "3枚"), ("炙甘草", 6), patient=NOT_PREGNANT), fixture_kb
+    )
     assert rv.findings == ()
     assert rv.summary == {"info": 0, "warning": 0, "critical": 0}
 

@@ -63,8 +63,11 @@ def test_shacl_rejects_a_broken_graph(fixture_kb: kb.KnowledgeBase) -> None:
 
 def test_sparql_select(fixture_kb: kb.KnowledgeBase) -> None:
     g = rdf.to_graph(fixture_kb)
-    res = rdf.query(g, """SELECT ?name WHERE { ?f a tcm:Formula ; skos:prefLabel ?name ; tcm:containsHerb ?h .
-                                              ?h skos:prefLabel "甘草"@zh } ORDER BY ?name""")
+    res = rdf.query(
+        g,
+        """SELECT ?name WHERE { ?f a tcm:Formula ; skos:prefLabel ?name ; tcm:containsHerb ?h .
+                                              ?h skos:prefLabel "甘草"@zh } ORDER BY ?name""",
+    )
     assert [b["name"]["value"] for b in res["results"]["bindings"]] == ["四君子汤", "桂枝汤", "麻黄汤"]
 
 

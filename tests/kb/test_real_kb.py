@@ -37,7 +37,9 @@ def test_every_syndrome_has_findings_principle_and_an_existing_formula(real_kb: 
 
 def test_syndrome_findings_are_in_the_vocabulary(real_kb: KnowledgeBase) -> None:
     """Every finding a syndrome profile names resolves to the symptom vocabulary (or differentiation ignores it)."""
-    missing = {f.term for sy in real_kb.syndromes.values() for f in (*sy.key, *sy.tongue, *sy.pulse) if not f.symptom_id}
+    missing = {
+        f.term for sy in real_kb.syndromes.values() for f in (*sy.key, *sy.tongue, *sy.pulse) if not f.symptom_id
+    }
     assert not missing, sorted(missing)[:50]
 
 
