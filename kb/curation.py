@@ -229,6 +229,14 @@ def parse_request(raw: Any) -> ChangeRequestIn:
     return cr
 
 
+def _stored_edits(cr: ChangeRequestIn) -> list[dict[str, Any]]:
+    """The edits as stored: only what was given, with op, kind and id always present."""
+    return [
+        e.model_dump(exclude_none=True, exclude_defaults=True) | {"op": e.op, "kind": e.kind, "id": e.id}
+        for e in cr.edits
+    ]
+
+
 # ---- applying and validating ---------------------------------------------------------------------------
 @dataclass
 class Applied:
@@ -707,8 +715,7 @@ class Curation:
 
     def propose(self, author: str, raw: Any) -> dict[str, Any]:
         cr = parse_request(raw)
-        edits = [e.model_dump(exclude_none=True, exclude_defaults=True) | {"op": e.op, "kind": e.kind, "id": e.id}
-                 for e in cr.edits]  # fmt: skip
+        edits = _stored_edits(cr)
         release = self.current()
         validation, changes = self._validate(edits, release)
         now = self.clock()
@@ -736,8 +743,7 @@ class Curation:
                 f"change request #{cr_id} changed since revision {if_match}", current_revision=cur["revision"]
             )
         cr = parse_request(raw)
-        edits = [e.model_dump(exclude_none=True, exclude_defaults=True) | {"op": e.op, "kind": e.kind, "id": e.id}
-                 for e in cr.edits]  # fmt: skip
+        edits = _stored_edits(cr)
         release = self.current()
         validation, changes = self._validate(edits, release)
         with self.engine.begin() as conn:
@@ -948,15 +954,20 @@ class Curation:
             return {}, conflicts
         return {"tree": tree, "check": check, "crs": good}, conflicts
 
-    def _mark_conflicts(self, conflicts: dict[int, str], actor: str) -> None:
-        with self.engine.begin() as conn:
-            for cr_id, why in conflicts.items():
-                conn.execute(update(kb_change_request).where(kb_change_request.c.id == cr_id).values(
-                    status="conflict", revision=kb_change_request.c.revision + 1, updated_at=self.clock(),
-                    validation=json.dumps({"ok": False, "problems": [why], "warnings": [], "checked_at": _iso(self.clock())},
-                                          ensure_ascii=False),
-                ))  # fmt: skip
-                self._event(conn, cr_id, actor, "conflict", why[:2000])
+    def _mark_conflicts(self, conflicts: dict[int, str], actor: str, conn: Connection | None = None) -> None:
+        """Mark change requests ``conflict`` with the reason (in ``conn``'s transaction, or one of its own)."""
+        if conn is None:
+            with self.engine.begin() as own:
+                self._mark_conflicts(conflicts, actor, own)
+            return
+        now = self.clock()
+        for cr_id, why in conflicts.items():
+            validation = {"ok": False, "problems": [why], "warnings": [], "checked_at": _iso(now)}
+            conn.execute(update(kb_change_request).where(kb_change_request.c.id == cr_id).values(
+                status="conflict", revision=kb_change_request.c.revision + 1, updated_at=now,
+                validation=json.dumps(validation, ensure_ascii=False),
+            ))  # fmt: skip
+            self._event(conn, cr_id, actor, "conflict", why[:2000])
 
     def _publish(self, parent: dict[str, Any], tree: Tree, name: str, kind: str, actor: str, note: str | None,
                  cr_ids: list[int], changelog: list[str], built: Any, conflicts: dict[int, str],
@@ -983,13 +994,7 @@ class Curation:
                             f"change request #{cr_id} changed while the release was being made; release again"
                         )
                     self._event(conn, cr_id, actor, "released", name)
-                for cr_id, why in conflicts.items():
-                    conn.execute(update(kb_change_request).where(kb_change_request.c.id == cr_id).values(
-                        status="conflict", revision=kb_change_request.c.revision + 1, updated_at=now,
-                        validation=json.dumps({"ok": False, "problems": [why], "warnings": [], "checked_at": _iso(now)},
-                                              ensure_ascii=False),
-                    ))  # fmt: skip
-                    self._event(conn, cr_id, actor, "conflict", why[:2000])
+                self._mark_conflicts(conflicts, actor, conn)
         except IntegrityError:
             raise CurationError(
                 "another release was made at the same moment; look at the history and try again"
