@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, knowledge: Any = None, jwks_
         services.writer.start()
         try:
             await anyio.to_thread.run_sync(lambda: services.kb)
+            await anyio.to_thread.run_sync(lambda: services.models)
             # the knowledge base is hundreds of thousands of long-lived objects: keep the collector from rescanning
             # them on every full collection (a pause that lands on some unlucky request)
             gc.freeze()

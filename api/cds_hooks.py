@@ -333,7 +333,7 @@ def _differentiation(
     if ask is None:
         return [], versions, []
     try:
-        ans = suggest(ask, kb)
+        ans = suggest(ask, kb, models=services.models)
     except InputError as exc:
         if exc.where is None:  # nothing the engine could recognise: no guidance, not an error
             return [], versions, []

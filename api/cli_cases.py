@@ -100,6 +100,7 @@ def _encoder(args: Any, texts: list[str], herb_sets: list[frozenset[str]]) -> An
 def cmd_build(args: Any) -> int:
     import kb
     from api.cli import emit
+    from kb.graph import case_links
     from models.casebase import STORE_FILE, CaseBase, CaseStore
 
     t0 = time.perf_counter()
@@ -117,9 +118,14 @@ def cmd_build(args: Any) -> int:
         raise InputError("no cases found to build the case base from", "data")
     encoder = _encoder(args, [c.findings for c in stored], [c.herb_keys() for c in stored])
     cb = CaseBase.build(args.out, [], encoder, kind=args.kind)
+    links: dict[str, int] = {}
+    for c in stored:  # how the cases join the knowledge graph (kb.graph.case_links), by relation
+        for _, _, d in case_links(base, c):
+            links[d["rel"]] = links.get(d["rel"], 0) + 1
     summary: dict[str, Any] = {
         "out": str(args.out), "cases_read": len(cases), "added": len(stored) - before, "stored": len(stored),
         "indexed": len(cb.index), "with_prescription": sum(1 for c in stored if c.herbs),
+        "graph_links": links, "following_a_formula": links.get("follows", 0),
         "encoder": {"name": encoder.name, "version": encoder.version, "dim": encoder.dim},
         "index": {"kind": cb.index.kind, "params": cb.index.params},
         "data": [{"name": c["name"], "content_hash": c["content_hash"]} for c in cards],
@@ -132,13 +138,16 @@ def cmd_build(args: Any) -> int:
         sys.stdout.write(
             f"case base {summary['out']}: {summary['stored']} cases ({summary['added']} new), "
             f"{summary['encoder']['name']} {summary['encoder']['version']} dim {summary['encoder']['dim']}, "
-            f"{summary['index']['kind']} index, {summary['seconds']}s\n"
+            f"{summary['index']['kind']} index, {summary['following_a_formula']} following a formula of the "
+            f"knowledge base, {summary['seconds']}s\n"
         )
     return 0
 
 
 def cmd_search(args: Any) -> int:
+    import kb
     from api.cli import emit
+    from kb.formula_match import match_formulas
     from models.casebase import CaseBase
 
     if not args.text.strip():
@@ -152,13 +161,22 @@ def cmd_search(args: Any) -> int:
         ms = (time.perf_counter() - t0) * 1000
     finally:
         cb.close()
+    base = kb.default()
+    results = []
+    for h in hits:  # the formulas of the knowledge base each prescription follows (kb.formula_match)
+        d = h.to_dict(60 if not args.json else 80)
+        d["formulas"] = [m.as_dict() for m in match_formulas(base, [x.herb_id for x in h.case.herbs], limit=2)]
+        results.append(d)
     if args.json:
         emit({"index": str(args.index), "encoder": {"name": cb.encoder.name, "version": cb.encoder.version},
-              "k": args.k, "ms": round(ms, 2), "results": [h.to_dict() for h in hits]})  # fmt: skip
+              "kb_version": str(base.version), "k": args.k, "ms": round(ms, 2), "results": results})  # fmt: skip
         return 0
-    for i, h in enumerate(hits, 1):
-        d = h.to_dict(60)
+    for i, d in enumerate(results, 1):
         herbs = "、".join(x["name"] for x in d["herbs"][:12]) or "-"
         sys.stdout.write(f"{i:>2}. {d['case_id']}  {d['score']:.3f}  [{d['department'] or '-'}]  {d['findings']}\n")
         sys.stdout.write(f"    herbs: {herbs}\n")
+        if d["formulas"]:
+            sys.stdout.write(
+                "    follows: " + "、".join(f"{m['name']} ({m['coverage']:.0%})" for m in d["formulas"]) + "\n"
+            )
     return 0

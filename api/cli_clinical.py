@@ -14,8 +14,11 @@ def register(sub: Any) -> None:
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("path", metavar="PATH", help="a .json file (one request), a .jsonl file (one a line), or -")
         p.add_argument("--json", action="store_true", help="print JSON answers (one per line in .jsonl mode)")
-        p.add_argument("--cases", metavar="DIR", help="a case base built by `tcm cases build` (default: "
-                       "artifacts/cases when it exists): similar cases become evidence")  # fmt: skip
+        p.add_argument("--cases", metavar="DIR", help="a case base built by `tcm cases build` (default: the "
+                       "models folder's cases/): similar cases become evidence")  # fmt: skip
+        p.add_argument("--models", metavar="DIR", help="an artifacts folder with models/ and cases/ (default: "
+                       "$TCM_MODELS_DIR, else artifacts/ when it exists); the answer names the models used")  # fmt: skip
+        p.add_argument("--no-models", action="store_true", help="the knowledge base alone: no learned model, no cases")
         p.set_defaults(func=cmd_clinical, verb=verb)
 
 
@@ -30,26 +33,23 @@ def cmd_clinical(args: argparse.Namespace) -> int:
     else:
         from cds.suggest import suggest as fn
 
-    cases = _case_index(args.cases)
-    run_batch(args.path, lambda req: fn(req, base, cases=cases), emit if args.json else _print_human)
+    models = _models(args)
+    run_batch(args.path, lambda req: fn(req, base, models=models), emit if args.json else _print_human)
     return 0
 
 
-def _case_index(path: str | None) -> Any:
-    """The case base to use as evidence: the one named, else artifacts/cases when present, else none."""
-    from pathlib import Path
+def _models(args: argparse.Namespace) -> Any:
+    """The models and case base to use: those named, else $TCM_MODELS_DIR / artifacts/ when present, else none."""
+    from cds import learned
 
-    from api.cli import UsageError
+    if args.no_models:
+        if args.models or args.cases:
+            from api.cli import UsageError
 
-    default = Path(__file__).resolve().parents[1] / "artifacts" / "cases"
-    target = Path(path) if path else default
-    if not target.exists():
-        if path:
-            raise UsageError(f"{path}: no case base there (build one with `tcm cases build`)")
-        return None
-    from models.casebase import CaseBase
-
-    return CaseBase.open(target)
+            raise UsageError("--no-models and --models/--cases contradict each other")
+        return learned.NONE
+    directory = args.models if args.models else learned.models_dir_from_env()
+    return learned.load(directory, cases=args.cases)
 
 
 def _print_human(ans: dict[str, Any]) -> None:

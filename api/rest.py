@@ -116,7 +116,7 @@ def _clinical(fn_name: str) -> Any:
         else:
             from cds.suggest import suggest as fn
         services = request.app.state.tcm
-        out = await run(request, lambda: fn(raw, services.kb))
+        out = await run(request, lambda: fn(raw, services.kb, models=services.models))
         note_audit(
             request,
             kb_version=out["kb_version"],
@@ -425,7 +425,7 @@ def version_info(services: Any) -> dict[str, Any]:
         "api": "v1",
         "kb_version": v["kb_version"],
         "ruleset_version": v["ruleset_version"],
-        "models": [],
+        "models": services.models.describe(),
         "cds_hooks": "2.0",
         "fhir": "4.0.1",
     }

@@ -181,6 +181,7 @@ class DifferentiationOut(_Open):
     disease: list[str]
     disease_hints: list[str]
     notes: list[str]
+    similar_cases: list[dict[str, Any]]
     models_used: list[str]
     kb_version: str
     ruleset_version: str

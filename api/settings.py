@@ -30,6 +30,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cds.learned import models_dir_from_env
+
 VAR_DIR = Path("var")
 
 
@@ -59,6 +61,7 @@ class Settings(BaseModel):
     jwt_leeway_s: int = Field(60, ge=0)
     jwt_max_age_s: int = Field(3600, ge=60)
     kb_poll_s: float = Field(2.0, ge=0)
+    models_dir: Path | None = None  # learned models and the case base (cds.learned); None: the knowledge base alone
     environment: str = "production"
 
     @property
@@ -90,6 +93,7 @@ class Settings(BaseModel):
             "jwt_leeway_s": int(_env("TCM_JWT_LEEWAY_S", "60")),
             "jwt_max_age_s": int(_env("TCM_JWT_MAX_AGE_S", "3600")),
             "kb_poll_s": float(_env("TCM_KB_POLL_S", "2")),
+            "models_dir": models_dir_from_env(),
             "environment": _env("TCM_ENV", "production"),
         }
         values.update(overrides)

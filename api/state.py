@@ -54,6 +54,9 @@ class Services:
         self._stop = threading.Event()
         self._graph: Any = None
         self._graph_lock = threading.Lock()
+        self._models: Any = None
+        self._models_lock = threading.Lock()
+        self.models_error: str | None = None
         self.sparql_slots = threading.BoundedSemaphore(settings.sparql_concurrency)
 
     # ---- the knowledge base ------------------------------------------------------------------------------
@@ -145,6 +148,23 @@ class Services:
 
         self._poller = threading.Thread(target=loop, name="tcm-kb-release-poll", daemon=True)
         self._poller.start()
+
+    @property
+    def models(self) -> Any:
+        """The learned models and case base under ``settings.models_dir`` (``cds.learned.Models``), loaded once.
+        One that cannot be read is logged and left out (``models_error``); the knowledge base still answers."""
+        if self._models is None:
+            with self._models_lock:
+                if self._models is None:
+                    from cds import learned
+
+                    try:
+                        self._models = learned.load(self.settings.models_dir)
+                    except Exception as exc:
+                        self.models_error = f"{type(exc).__name__}: {exc}"
+                        logger.error("models not loaded from %s: %s", self.settings.models_dir, self.models_error)
+                        self._models = learned.NONE
+        return self._models
 
     def graph(self, wait: float | None = None) -> Any:
         """The RDF graph of the knowledge base (cached on disk by content hash: building it takes seconds).

@@ -49,7 +49,8 @@ DEFAULT_PARAMS = {
     "context": 8.0,  # the life stage the disease needs (妊娠期, 产后) is not stated
     "paed": 1.0,  # a child and a 儿科 syndrome, an adult and another
     "sex": 30.0,  # a syndrome of the other sex
-    "model": 0.5,  # a learned model's log-opinion, when one is given
+    "model": 0.5,  # a learned model's log-opinion, when one is given (a scorer without a weight of its own)
+    "department_prior": 0.25,  # the case-classify model's department prior (cds.learned.DepartmentPrior)
     "temperature": 0.5,
     "low_confidence": 0.35,
 }  # fmt: skip
@@ -65,19 +66,49 @@ def params() -> dict[str, float]:
 
 
 class Scorer(Protocol):
-    """A learned model: syndrome id -> probability for these findings (absent syndromes: no opinion)."""
+    """A learned model: syndrome id -> probability for these findings (absent syndromes: no opinion).
+
+    Its log-opinion, relative to an even one over the syndromes it scores, is added to each syndrome's logit
+    with the scorer's ``weight`` (else the ``model`` parameter)."""
 
     name: str
 
-    def __call__(self, findings: Findings) -> dict[str, float]: ...
+    def __call__(self, findings: Findings, base: kbmod.KnowledgeBase) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarCase:
+    """A stored case near these findings: its herbs (name, knowledge-base id, dose in grams) and the formulas of
+    the knowledge base its prescription is built on (id, name, share of the formula's herbs present)."""
+
+    case_id: str
+    similarity: float
+    syndrome_id: str | None = None
+    department: str | None = None
+    excerpt: str = ""
+    source: str = ""
+    herbs: tuple[tuple[str, str | None, float | None], ...] = ()
+    formulas: tuple[tuple[str, str, float], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id, "similarity": round(self.similarity, 4), "department": self.department,
+            "syndrome_id": self.syndrome_id, "findings": self.excerpt, "source": self.source,
+            "formulas": [{"formula_id": f, "name": n, "coverage": round(c, 3)} for f, n, c in self.formulas],
+            "herbs": [{"herb": n, "herb_id": h, "dose_g": d} for n, h, d in self.herbs],
+        }  # fmt: skip
 
 
 class CaseIndex(Protocol):
-    """Similar-case retrieval: the k nearest cases to a findings text, as (case id, similarity, syndrome id|None)."""
+    """Similar-case retrieval: the ``k`` stored cases nearest to a findings text (``cds.learned.CaseEvidence``)."""
 
     name: str
 
-    def search(self, text: str, k: int) -> list[tuple[str, float, str | None]]: ...
+    def search(self, text: str, k: int, base: kbmod.KnowledgeBase) -> list[SimilarCase]: ...
+
+
+SIMILAR_CASES = 10  # the neighbours consulted; the answer lists the first SHOWN_CASES of them
+SHOWN_CASES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,12 +666,21 @@ def _similar(a: str, b: str) -> float:
     return 2 * len(x & y) / (len(x) + len(y)) if x and y else 0.0
 
 
-def differentiate(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Scorer | None = None,
-                  cases: CaseIndex | None = None) -> dict[str, Any]:  # fmt: skip
-    """Rank syndromes for a findings request; see the module docstring. Pure and thread-safe."""
+def differentiate(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = None,
+                  scorer: Scorer | None = None, cases: CaseIndex | None = None) -> dict[str, Any]:  # fmt: skip
+    """Rank syndromes for a findings request; see the module docstring. Pure and thread-safe.
+
+    ``models`` (``cds.learned.Models``) supplies a scorer and a case index; ``scorer``/``cases`` override it."""
     base = kb if kb is not None else kbmod.default()
     f = read_findings(raw, base)
+    scorer, cases = _parts(models, scorer, cases)
     return _differentiate(base, f, scorer, cases)
+
+
+def _parts(models: Any, scorer: Scorer | None, cases: CaseIndex | None) -> tuple[Scorer | None, CaseIndex | None]:
+    if models is None:
+        return scorer, cases
+    return scorer or models.scorer, cases or models.cases
 
 
 def _logits(idx: Index, f: Findings, p: dict[str, float], pt: Patient) -> tuple[np.ndarray, np.ndarray]:
@@ -698,17 +738,25 @@ def _prior_vector(idx: Index, f: Findings, p: dict[str, float], pt: Patient) -> 
     return out
 
 
+def similar_cases(base: kbmod.KnowledgeBase, f: Findings, cases: CaseIndex) -> list[SimilarCase]:
+    """The stored cases nearest to these findings (the note, else the recognised findings as text)."""
+    query = f.text or "，".join(t.name for t in f.present)
+    return cases.search(query, SIMILAR_CASES, base) if query.strip() else []
+
+
 def _differentiate(
-    base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None, cases: CaseIndex | None
-) -> dict[str, Any]:
+    base: kbmod.KnowledgeBase, f: Findings, scorer: Scorer | None, cases: CaseIndex | None,
+    hits: list[SimilarCase] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     idx = index_for(base)
     p = params()
     pt = patient_side(idx, f)
     logit_arr, _cos = _logits(idx, f, p, pt)
     if scorer is not None:  # a learned model's opinion, relative to an even one over the syndromes it scores
-        opinion = {sid: pr for sid, pr in scorer(f).items() if sid in idx.row_of}
+        opinion = {sid: pr for sid, pr in scorer(f, base).items() if sid in idx.row_of}
+        weight = getattr(scorer, "weight", p["model"])
         for sid, pr in opinion.items():
-            logit_arr[idx.row_of[sid]] += p["model"] * math.log(max(pr, 1e-6) * len(opinion))
+            logit_arr[idx.row_of[sid]] += weight * math.log(max(pr, 1e-6) * len(opinion))
     logits = logit_arr.tolist()
     notes = list(f.notes)
 
@@ -742,12 +790,21 @@ def _differentiate(
     models_used = []
     if scorer is not None:
         models_used.append(scorer.name)
-    if cases is not None and f.text:
+    if cases is not None:
         models_used.append(cases.name)
-        hits = cases.search(f.text, 10)
-        for e in entries:
-            e["evidence"]["similar_cases"] = [{"case_id": cid, "similarity": round(sim, 4)} for cid, sim, sid in hits
-                                              if sid == e["syndrome_id"]]  # fmt: skip
+        if hits is None:
+            hits = similar_cases(base, f, cases)
+        for e in entries:  # a case speaks for a syndrome it was labelled with, or whose formula it follows
+            if not e.get("syndrome_id"):
+                continue
+            own = set(base.syndromes[e["syndrome_id"]].formula_ids)
+            e["evidence"]["similar_cases"] = [
+                {"case_id": h.case_id, "similarity": round(h.similarity, 4),
+                 "via": "syndrome" if h.syndrome_id == e["syndrome_id"] else
+                        "formula " + "、".join(n for fid, n, _ in h.formulas if fid in own)}
+                for h in hits
+                if h.syndrome_id == e["syndrome_id"] or any(fid in own for fid, _, _ in h.formulas)
+            ]  # fmt: skip
     top = entries[0]["score"] if entries and entries[0]["score"] is not None else 0.0
     low = top < p["low_confidence"] or len(f.present) < 2
     if low:
@@ -761,6 +818,7 @@ def _differentiate(
         "disease": [base.diseases[d].name for d in f.disease_ids],
         "disease_hints": [base.diseases[d].name for d in f.disease_hints],
         "notes": notes,
+        "similar_cases": [h.as_dict() for h in (hits or [])[:SHOWN_CASES]],
         "models_used": models_used,
         "kb_version": str(base.version),
         "ruleset_version": base.ruleset_version,

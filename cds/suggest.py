@@ -12,12 +12,23 @@ from __future__ import annotations
 from typing import Any
 
 import kb as kbmod
-from cds.differentiate import CaseIndex, Scorer, _differentiate, read_findings
+from cds.differentiate import (
+    CaseIndex,
+    Findings,
+    Scorer,
+    SimilarCase,
+    _differentiate,
+    _parts,
+    read_findings,
+    similar_cases,
+)
 from cds.review import review
 from kb import model as m
 
 ROLE_RANK = {"君": 0, "臣": 1, "佐": 2, "佐使": 3, "使": 4, None: 5}
 MAX_ROUNDS = 8
+HERB_SUGGESTIONS = 5  # model- and case-based herbs offered beside each prescription
+HERB_CANDIDATES = 12  # at most this many are safety-checked per prescription
 
 
 def _dose_text(dose_g: float | None, amount: str | None) -> str:
@@ -147,12 +158,109 @@ def _adapt(
     return items, adaptations, rv, "the prescription could not be made safe automatically"
 
 
-def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Scorer | None = None,
+# ---- model- and case-based herbs -----------------------------------------------------------------------
+def _herb_pool(
+    base: kbmod.KnowledgeBase, f: Findings, herb_model: Any, hits: list[SimilarCase]
+) -> list[dict[str, Any]]:
+    """Herbs the herb-rec model and the similar cases point to, best first. A herb's score is the mean of the
+    model's (scaled to 1 for its top herb) and the similarity-weighted share of the similar cases prescribing it,
+    over the sources available."""
+    pool: dict[str, dict[str, Any]] = {}
+    if herb_model is not None:
+        recs, used = herb_model.recommend(base, [t.symptom_id for t in f.present], k=30)
+        names = "、".join(base.symptoms[s].name for s in used[:6]) + ("等" if len(used) > 6 else "")
+        for r in recs:
+            pool[r.herb_id] = {"model": {"score": round(r.score, 4), "findings": [base.symptoms[s].name for s in used]},
+                               "why": [f"herb-rec模型据{names}推荐 / the herb-rec model suggests it for {names}"]}  # fmt: skip
+    total = sum(max(h.similarity, 0.0) for h in hits)
+    if total > 0:
+        per: dict[str, tuple[float, list[float], list[str]]] = {}
+        for h in hits:
+            for hid in {hid for _, hid, _ in h.herbs if hid}:
+                w, doses, ids = per.get(hid, (0.0, [], []))
+                doses += [d for _, x, d in h.herbs if x == hid and d]
+                per[hid] = (w + max(h.similarity, 0.0), doses, [*ids, h.case_id])
+        for hid, (w, doses, ids) in per.items():
+            if base.deprecation("herb", hid) is not None:
+                continue
+            e = pool.setdefault(hid, {"why": []})
+            e["cases"] = {"share": round(w / total, 4), "case_ids": ids, "doses_g": doses}
+            e["why"].append(f"见于{len(ids)}则相似医案 / prescribed in {len(ids)} of the {len(hits)} similar cases")
+    sources = int(herb_model is not None) + int(total > 0)
+    out = []
+    for hid, e in pool.items():
+        score = (e.get("model", {}).get("score", 0.0) + e.get("cases", {}).get("share", 0.0)) / max(sources, 1)
+        out.append({"herb_id": hid, "score": score, **e})
+    out.sort(key=lambda e: (-e["score"], e["herb_id"]))
+    return out
+
+
+def _herb_dose(herb: m.Herb, case_doses: list[float]) -> tuple[float | None, str]:
+    """The median dose of the similar cases, kept inside the herb's range; else the middle of the range."""
+    lo, hi = herb.safety.dose_g if herb.safety.dose_g else (None, None)
+    if case_doses:
+        d = sorted(case_doses)[len(case_doses) // 2]
+        if lo is not None and hi is not None:
+            return min(max(d, lo), hi), "similar cases (median), within the range"
+        return d, "similar cases (median)"
+    if lo is not None and hi is not None:
+        mid = (lo + hi) / 2
+        return (round(mid) if mid >= 3 else round(mid * 2) / 2), "middle of the herb's dose range"
+    return None, "no dose range known"
+
+
+def _extra_herbs(
+    base: kbmod.KnowledgeBase, pool: list[dict[str, Any]], items: list[dict[str, Any]], patient: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pool's best herbs that the prescription lacks and that stay safe added to it for this patient."""
+    have = {it["herb_id"] for it in items}
+    offered: list[dict[str, Any]] = []
+    withheld: list[dict[str, Any]] = []
+    base_rx = _rx(items, patient)
+    for e in [e for e in pool if e["herb_id"] not in have][:HERB_CANDIDATES]:
+        herb = base.herbs[e["herb_id"]]
+        dose, dose_from = _herb_dose(herb, e.get("cases", {}).get("doses_g", []))
+        entry: dict[str, Any] = {"herb": herb.name}
+        if dose is not None:
+            entry["dose_g"] = dose
+        rv = review({**base_rx, "items": [*base_rx["items"], entry]}, base)
+        pos = len(base_rx["items"])
+        bad = [x for x in rv.findings if pos in x.items and (x.severity is m.Severity.CRITICAL or
+                                                             (x.kind == "dose" and x.severity is m.Severity.WARNING))]  # fmt: skip
+        if bad:
+            withheld.append(
+                {"herb": herb.name, "herb_id": herb.id, "reason": f"{bad[0].message_zh} / {bad[0].message_en}"}
+            )
+            continue
+        offered.append({
+            "herb": herb.name, "herb_id": herb.id, "dose_g": dose, "dose": _dose_text(dose, None),
+            "dose_range_g": list(herb.safety.dose_g) if herb.safety.dose_g else None, "dose_from": dose_from,
+            "score": round(e["score"], 4), "sources": {k: e[k] for k in ("model", "cases") if k in e},
+            "why": "；".join(e["why"]),
+            "cautions": [x.message_zh for x in rv.findings if pos in x.items],
+        })  # fmt: skip
+        if len(offered) == HERB_SUGGESTIONS:
+            break
+    for o in offered:
+        if "cases" in o["sources"]:
+            o["sources"]["cases"] = {k: v for k, v in o["sources"]["cases"].items() if k != "doses_g"}
+    return offered, withheld
+
+
+def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = None, scorer: Scorer | None = None,
             cases: CaseIndex | None = None, top_n: int = 3) -> dict[str, Any]:  # fmt: skip
-    """Differentiate, then suggest a safe prescription for each of the top syndromes."""
+    """Differentiate, then suggest a safe prescription for each of the top syndromes, with the herbs the learned
+    herb model and the similar cases add (``models``: ``cds.learned.Models``; ``scorer``/``cases`` override it)."""
     base = kb if kb is not None else kbmod.default()
     f = read_findings(raw, base)
-    diff = _differentiate(base, f, scorer, cases)
+    scorer, cases = _parts(models, scorer, cases)
+    hits = similar_cases(base, f, cases) if cases is not None else []
+    diff = _differentiate(base, f, scorer, cases, hits)
+    herb_model = getattr(models, "herbs", None)
+    pool = _herb_pool(base, f, herb_model, hits)
+    if herb_model is not None:
+        diff["models_used"] = [*diff["models_used"], herb_model.name]
+        diff["method"] += "+" + herb_model.name
     present = {t.symptom_id for t in f.present}
     patient = raw.get("patient") if isinstance(raw, dict) else None
     suggestions = []
@@ -203,5 +311,9 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, scorer: Scorer |
                 for it in items
             ]  # fmt: skip
             out["review"] = {"summary": rv.summary, "findings": [x.as_dict() for x in rv.findings]}
+            if pool:
+                out["herb_suggestions"], withheld_herbs = _extra_herbs(base, pool, items, patient)
+                if withheld_herbs:
+                    out["herb_suggestions_withheld"] = withheld_herbs
         suggestions.append(out)
     return {**diff, "suggestions": suggestions}

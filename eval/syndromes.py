@@ -8,7 +8,12 @@ parameters (``cds/params.json``) are fitted, and a *report* half that is only sc
     top-1 among 10 candidates (the true syndrome and 9 others: its siblings first, then its discipline; seeded)
     safety: suggestions carrying a critical finding, over every vignette with the patient pregnant and not (must be 0)
 
-``python -m eval.syndromes [--fit] [--json]``; ``--fit`` refits the parameters on the tuning half and writes them.
+With learned models (``--models DIR``, default ``$TCM_MODELS_DIR`` or ``artifacts/`` when present; see
+``cds.learned``) both halves are scored with them, and the report half also with the knowledge base alone. The
+safety count then covers the model- and case-based herbs offered beside each prescription too.
+
+``python -m eval.syndromes [--fit] [--json] [--models DIR | --no-models]``; ``--fit`` refits the parameters on the
+tuning half and writes them (the department prior's weight by log-loss, when the models include one).
 """
 
 from __future__ import annotations
@@ -79,7 +84,9 @@ def candidates_for(base: kbmod.KnowledgeBase, gold: str, rng: random.Random, n: 
     return names
 
 
-def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 13) -> dict[str, Any]:
+def evaluate(
+    base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 13, models: Any = None
+) -> dict[str, Any]:
     rng = random.Random(seed)
     n = top1 = top3 = top1_d = top3_d = cand1 = 0
     by_kind = {"symptom_list": [0, 0, 0, 0], "narrative": [0, 0, 0, 0]}  # n, top-1, top-3, top-1 of 10 candidates
@@ -92,9 +99,10 @@ def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 
             skipped.append(row["id"])
             continue
         try:
-            free = dmod.differentiate(request(row, top_k=10), base)
+            free = dmod.differentiate(request(row, top_k=10), base, models=models)
             given = dmod.differentiate(request(row, top_k=3, disease=row["disease"],
-                                               patient={"age_years": 6} if row.get("discipline") == "儿科" else None), base)  # fmt: skip
+                                               patient={"age_years": 6} if row.get("discipline") == "儿科" else None),
+                                       base, models=models)  # fmt: skip
         except Exception as exc:  # an unreadable vignette counts as a miss, reported
             skipped.append(f"{row['id']}: {exc}")
             n += 1
@@ -115,7 +123,7 @@ def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 
         top3_d += bool(set(ranked_d[:3]) & gold)
         g = sorted(gold)[0]
         cands = candidates_for(base, g, rng)
-        cres = dmod.differentiate(request(row, candidates=cands), base)
+        cres = dmod.differentiate(request(row, candidates=cands), base, models=models)
         first = cres["differentials"][0]
         cand1 += first.get("syndrome_id") in gold
         kind[3] += first.get("syndrome_id") in gold
@@ -134,22 +142,46 @@ def evaluate(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], seed: int = 
     }  # fmt: skip
 
 
-def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    total = critical = withheld = 0
+def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = None) -> dict[str, Any]:
+    """Suggestions (and herbs offered beside them) that carry a critical finding, pregnant and not: must be 0.
+    An offered herb counts when the prescription with it added, at its suggested dose, has one."""
+    from cds.review import review
+
+    total = critical = withheld = herbs = herbs_critical = 0
     for row in rows:
         for pregnant in (True, False):
             patient = {"pregnant": pregnant, "sex": "female", "age_years": 30}
             try:
-                out = suggest(request(row, patient=patient), base)
+                out = suggest(request(row, patient=patient), base, models=models)
             except Exception:
                 continue
             for s in out["suggestions"]:
                 total += 1
                 if s.get("withheld"):
                     withheld += 1
-                elif s["review"]["summary"]["critical"]:
+                    continue
+                if s["review"]["summary"]["critical"]:
                     critical += 1
-    return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld}
+                items = [{"herb": p["herb"], **({"dose_g": p["dose_g"]} if p["dose_g"] else {})}
+                         for p in s["prescription"]]  # fmt: skip
+                for h in s.get("herb_suggestions", []):
+                    herbs += 1
+                    extra = {"herb": h["herb"], **({"dose_g": h["dose_g"]} if h["dose_g"] else {})}
+                    rv = review({"patient": patient, "items": [*items, extra]}, base)
+                    herbs_critical += rv.summary["critical"] > 0
+    return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld,
+            "herbs_offered": herbs, "herbs_with_critical_finding": herbs_critical}  # fmt: skip
+
+
+def fit_prior(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], scorer: Any) -> float:
+    """The department prior's weight that minimises log-loss on the tuning half."""
+    best_w, best_nll = 0.0, float("inf")
+    for w in (0.0, 0.1, 0.25, 0.5, 1.0):
+        _set({"department_prior": w})
+        nll = evaluate_fast(base, rows, scorer)["nll"]
+        if nll < best_nll - 1e-9:
+            best_w, best_nll = w, nll
+    return best_w
 
 
 # Ranking depends only on the ratios of the weights, so alpha stays fixed and the temperature is fitted last. The
@@ -200,7 +232,7 @@ def fit(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, floa
 _FINDINGS: dict[str, Any] = {}
 
 
-def evaluate_fast(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict[str, float]:
+def evaluate_fast(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], scorer: Any = None) -> dict[str, float]:
     """Top-1, top-3 and NLL without the disease; the extracted findings are computed once per vignette."""
     top1 = top3 = 0
     nll = 0.0
@@ -209,7 +241,7 @@ def evaluate_fast(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]]) -> dict
         try:
             if row["id"] not in _FINDINGS:
                 _FINDINGS[row["id"]] = dmod.read_findings(request(row, top_k=200), base)
-            out = dmod._differentiate(base, _FINDINGS[row["id"]], None, None)
+            out = dmod._differentiate(base, _FINDINGS[row["id"]], scorer, None)
         except Exception:
             continue
         ranked = [d["syndrome_id"] for d in out["differentials"]]
@@ -226,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit", action="store_true", help="refit cds/params.json on the tuning half")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-safety", action="store_true")
+    ap.add_argument("--models", metavar="DIR", help="artifacts folder (default: $TCM_MODELS_DIR, else artifacts/)")
+    ap.add_argument("--no-models", action="store_true", help="the knowledge base alone")
     args = ap.parse_args(argv)
+    from cds import learned
+
+    models = learned.NONE if args.no_models else learned.load(args.models or learned.models_dir_from_env())
     base = kbmod.default()
     rows = load_vignettes()
     tune = [r for r in rows if split_of(r) == "tune"]
@@ -234,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit:
         t = time.perf_counter()
         params = fit(base, tune)
+        if models.scorer is not None:
+            params["department_prior"] = fit_prior(base, tune, models.scorer)
         dmod.OVERRIDES.clear()
         old = json.loads(dmod.PARAMS_FILE.read_text(encoding="utf-8")) if dmod.PARAMS_FILE.is_file() else {}
         dmod.PARAMS_FILE.write_text(json.dumps({
@@ -246,15 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {
         "kb_version": str(base.version),
         "params": dmod.params(),
-        "tune": evaluate(base, tune),
-        "report": evaluate(base, report),
+        "models": models.describe(),
+        "tune": evaluate(base, tune, models=models),
+        "report": evaluate(base, report, models=models),
     }
+    if models.names:
+        out["report_kb_only"] = evaluate(base, report)
     if not args.no_safety:
-        out["safety"] = safety(base, rows)
+        out["safety"] = safety(base, rows, models)
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
-        for split in ("tune", "report"):
+        print("models: " + (", ".join(m["name"] for m in out["models"]) or "none (the knowledge base alone)"))
+        for split in [s for s in ("tune", "report", "report_kb_only") if s in out]:
             r = out[split]
             print(
                 f"{split:<7} n={r['vignettes']:<4} top1 {r['top1']}%  top3 {r['top3']}%  | disease given: top1 "
@@ -270,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             s = out["safety"]
             print(
                 f"safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
-                f"({s['withheld']} withheld)"
+                f"({s['withheld']} withheld); {s['herbs_with_critical_finding']} of {s['herbs_offered']} herbs "
+                "offered beside them"
             )
     return 0
 

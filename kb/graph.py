@@ -12,6 +12,13 @@ a ``name`` attribute. Edges carry a ``rel``:
     principle -realised_by-> formula     (syndrome: the syndrome this principle belongs to; rank 0 = main formula)
     herb     -incompatible|antagonism-> herb (rule)
 
+Cases (the case base, ``link_cases``) join the same graph, so a suggestion can be explained by cases:
+
+    case     -presents->     symptom
+    case     -prescribes->   herb        (dose_g)
+    case     -follows->      formula     (coverage: share of the formula's herbs; kb.formula_match)
+    case     -labelled->     syndrome    (when the source names one)
+
 Explanation paths follow symptom -> syndrome -> principle -> formula -> herb.
 """
 
@@ -72,6 +79,41 @@ def build_graph(kb: KnowledgeBase) -> nx.MultiDiGraph:
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
     return g
+
+
+def case_links(kb: KnowledgeBase, case: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """The edges that join one case to the graph. ``case`` has ``id``, ``symptoms`` (ids), ``herbs`` (each with
+    ``herb_id`` and ``dose_g``) and ``syndrome_id`` (a ``models.casebase.Case``); unknown ids are left out."""
+    from kb.formula_match import match_formulas
+
+    cn = node("case", case.id)
+    edges: list[tuple[str, str, dict[str, Any]]] = [(cn, node("symptom", s), {"rel": "presents"}) for s in case.symptoms if s in kb.symptoms]
+    edges += [(cn, node("herb", h.herb_id), {"rel": "prescribes", "dose_g": h.dose_g})
+              for h in case.herbs if h.herb_id in kb.herbs]  # fmt: skip
+    edges += [(cn, node("formula", m.formula_id), {"rel": "follows", "coverage": round(m.coverage, 3)})
+              for m in match_formulas(kb, [h.herb_id for h in case.herbs], limit=1)]  # fmt: skip
+    if case.syndrome_id and case.syndrome_id in kb.syndromes:
+        edges.append((cn, node("syndrome", case.syndrome_id), {"rel": "labelled"}))
+    return edges
+
+
+def link_cases(g: nx.MultiDiGraph, kb: KnowledgeBase, cases: Any) -> dict[str, int]:
+    """Add case nodes and their edges to ``g`` (a copy of ``kb.graph``: the cached one is shared). Counts by rel."""
+    counts: dict[str, int] = {"cases": 0}
+    for c in cases:
+        g.add_node(node("case", c.id), kind="case", name=c.id, department=c.department)
+        counts["cases"] += 1
+        for u, v, d in case_links(kb, c):
+            g.add_edge(u, v, **d)
+            counts[d["rel"]] = counts.get(d["rel"], 0) + 1
+    return counts
+
+
+def cases_following(g: nx.MultiDiGraph, kb: KnowledgeBase, formula: str) -> list[tuple[str, float]]:
+    """(case id, coverage) of the linked cases whose prescription follows the formula, best first."""
+    fid = kb.get("formula", formula).id
+    hits = [(_strip(u), d["coverage"]) for u, d in _in(g, node("formula", fid), "follows")]
+    return sorted(hits, key=lambda x: (-x[1], x[0]))
 
 
 def _out(g: nx.MultiDiGraph, n: str, rel: str) -> list[tuple[str, dict[str, Any]]]:

@@ -47,9 +47,14 @@ class TfidfClassifier:
         self.card: dict[str, Any] | None = None
 
     def _vectorizer(self) -> Any:
+        """Kept once built: a fresh counter validates the whole given vocabulary on its first transform."""
         from sklearn.feature_extraction.text import CountVectorizer
 
-        return CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
+        cv = getattr(self, "_cv", None)
+        if cv is None or cv.vocabulary is not self.vocabulary:
+            cv = CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
+            self._cv = cv
+        return cv
 
     def _features(self, texts: Sequence[str]) -> Any:
         from sklearn.preprocessing import normalize

@@ -131,9 +131,15 @@ class TfidfEncoder:
         return len(self.vocabulary)
 
     def _counter(self) -> Any:
+        """The n-gram counter over the fitted vocabulary, kept: sklearn validates a given vocabulary (all of its
+        200k terms) on a fresh counter's first transform, which would dominate the cost of encoding one query."""
         from sklearn.feature_extraction.text import CountVectorizer
 
-        return CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
+        cv = getattr(self, "_cv", None)
+        if cv is None or cv.vocabulary is not self.vocabulary:
+            cv = CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
+            self._cv = cv
+        return cv
 
     def _sparse(self, texts: list[str]) -> Any:
         from sklearn.preprocessing import normalize
@@ -185,6 +191,12 @@ class TfidfEncoder:
         x = self._sparse(texts)
         if self.components is None:
             return _l2(x.toarray())
+        if x.shape[0] <= 64:  # a query: gather the columns of its n-grams (scipy would copy the transposed matrix)
+            out = np.zeros((x.shape[0], self.components.shape[0]), dtype=np.float32)
+            for i in range(x.shape[0]):
+                lo, hi = x.indptr[i], x.indptr[i + 1]
+                out[i] = self.components[:, x.indices[lo:hi]] @ x.data[lo:hi]
+            return _l2(out)
         return _l2(x @ self.components.T)
 
     def save(self, directory: Path) -> dict[str, Any]:

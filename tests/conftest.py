@@ -21,14 +21,17 @@ FIXTURE_KB = Path(__file__).parent / "fixtures" / "kb"
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Compiled knowledge bases go to a per-session folder, never the user's cache."""
-    old = os.environ.get("TCM_CACHE_DIR")
+    """Compiled knowledge bases go to a per-session folder, never the user's cache; and no answer uses the
+    models a developer has trained under artifacts/ unless a test hands it some (answers stay reproducible)."""
+    old = {k: os.environ.get(k) for k in ("TCM_CACHE_DIR", "TCM_MODELS_DIR")}
     os.environ["TCM_CACHE_DIR"] = str(tmp_path_factory.mktemp("tcm-cache"))
+    os.environ["TCM_MODELS_DIR"] = "none"
     yield
-    if old is None:
-        os.environ.pop("TCM_CACHE_DIR", None)
-    else:
-        os.environ["TCM_CACHE_DIR"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 SHARED_DATA = Path(os.environ.get("TCM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -372,3 +372,32 @@ def test_cors_off_by_default_and_configurable(env: Env, make_env) -> None:  # ty
     e = make_env(cors_origins=("https://his.example",))
     r = e.client.options("/v1/check", headers={**h, "Origin": "https://his.example"})
     assert r.headers.get("access-control-allow-origin") == "https://his.example"
+
+
+def test_the_service_uses_the_models_in_its_models_dir_and_says_so(make_env, tmp_path) -> None:
+    from models.artifacts import save_artifact
+    from models.herb_rec import CooccurrenceRecommender
+
+    model = CooccurrenceRecommender(["头痛", "鼻塞"], ["白芷", "甘遂", "党参"])
+    model.fit([[0], [1], [0, 1]], [[0, 1], [0], [0, 1]])
+    save_artifact(model, tmp_path / "art" / "models" / "herb-rec" / "tcm-pd", data={"name": "tiny"}, metrics={})
+    e = make_env(models_dir=tmp_path / "art")
+    version = e.client.get("/v1/version").json()
+    assert [m["role"] for m in version["models"]] == ["herb-rec"]
+    name = version["models"][0]["name"]
+    body = e.client.post("/v1/suggest", json=FINDINGS, headers=e.auth("emr")).json()
+    assert name in body["models_used"]
+    offered = {h["herb"] for h in body["suggestions"][0]["herb_suggestions"]}
+    assert "甘遂" in offered or "党参" in offered  # herbs the fixture knows; 白芷 it does not, so none is offered
+    assert "白芷" not in offered
+    row = [r for r in audit_rows(e) if r["route"] == "/v1/suggest"][-1]  # noqa: F405
+    assert row["versions"]["models"] == [name]  # the audit trail names the models the answer used
+    plain = e.client.post("/v1/differentiate", json=FINDINGS, headers=e.auth("emr")).json()
+    assert plain["models_used"] == []  # differentiation uses no herb model
+
+
+def test_a_broken_models_dir_leaves_the_knowledge_base_answering(make_env, tmp_path) -> None:
+    e = make_env(models_dir=tmp_path / "missing")
+    assert e.client.get("/v1/version").json()["models"] == []
+    r = e.client.post("/v1/suggest", json=FINDINGS, headers=e.auth("emr"))
+    assert r.status_code == 200 and r.json()["models_used"] == []

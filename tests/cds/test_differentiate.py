@@ -127,7 +127,7 @@ class FakeScorer:
     def __init__(self, favour: str, against: str) -> None:
         self.favour, self.against = favour, against
 
-    def __call__(self, findings: object) -> dict[str, float]:
+    def __call__(self, findings: object, base: object) -> dict[str, float]:
         return {self.favour: 0.95, self.against: 0.05}
 
 
