@@ -213,6 +213,24 @@ def models_dir_from_env() -> Path | None:
     return Path(value)
 
 
+def _linear_classifier(directory: Path) -> Any:
+    """A case-classify artifact's TF-IDF/SVM (an ensemble's linear member alone: the prior needs no transformer,
+    and importing torch and transformers for it would cost a command-line call ~10 s)."""
+    from models.artifacts import read_card, verify_files
+    from models.case_classify import TfidfClassifier
+    from models.registry import load_model
+
+    card = read_card(directory)
+    if card.get("task") != "case-classify":
+        raise ArtifactError(f"{directory} holds a {card.get('task')!r} model, not a case-classify model")
+    if card.get("kind") != "ensemble":
+        return load_model(directory, task="case-classify")
+    verify_files(directory, {**card, "files": {k: v for k, v in card["files"].items() if k.startswith("tfidf.")}})
+    model = TfidfClassifier.load(directory, card, "tfidf.", card["config"]["tfidf"])
+    model.card = card
+    return model
+
+
 def load(directory: str | Path | None, *, cases: str | Path | None = None) -> Models:
     """Open the artifacts under ``directory`` (``cases/``, ``models/case-classify``, ``models/herb-rec/*``).
 
@@ -238,7 +256,7 @@ def load(directory: str | Path | None, *, cases: str | Path | None = None) -> Mo
 
     cc = root / "models" / "case-classify"
     if (cc / "model_card.json").is_file():
-        out.scorer = DepartmentPrior(load_model(cc, task="case-classify"))
+        out.scorer = DepartmentPrior(_linear_classifier(cc))
     else:
         out.skipped["syndrome-prior"] = f"no case-classify model in {cc}"
     for dataset in ("tcm-pd", "smgcn"):

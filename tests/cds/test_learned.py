@@ -218,3 +218,21 @@ def test_models_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert learned.models_dir_from_env() is None
     monkeypatch.setenv("TCM_MODELS_DIR", str(tmp_path))
     assert learned.models_dir_from_env() == tmp_path
+
+
+def test_load_takes_an_ensembles_linear_member_and_checks_its_files(tmp_path: Path) -> None:
+    from models import case_classify as cc
+    from models.artifacts import save_artifact
+
+    texts, labels = ["咳嗽痰黄，发热恶寒", "经来腹痛，带下量多", "小儿夜啼，乳食不化"] * 4, [0, 3, 6] * 4
+    cfg = cc.TransformerConfig(hidden=16, layers=1, heads=2, intermediate=32, max_len=32, epochs=1, pretrain_epochs=0)
+    member = cc.TransformerClassifier(cfg, cc.CharTokenizer.build(texts, 1), [0, 3, 6])
+    ens = cc.EnsembleClassifier(cc.TfidfClassifier().fit(texts, labels), member, 0.3)
+    target = tmp_path / "models" / "case-classify"
+    save_artifact(ens, target, data={"name": "tiny"}, metrics={})
+    got = learned.load(tmp_path)
+    assert got.scorer is not None and got.scorer.name.startswith("case-classify:tfidf-svm@")
+    assert got.scorer.clf.predict(["经来腹痛"]) == [3]
+    (target / "tfidf.svm_coef.npy").write_bytes(b"altered")
+    with pytest.raises(ArtifactError, match="does not match the SHA-256"):
+        learned.load(tmp_path)
