@@ -3,10 +3,11 @@
     herbs     the 811 names of tcm-pd/herbs_contains.txt and the 753 of smgcn/herb_mapping.txt (resolved / total), and
               the herb mentions in the prescriptions of tcm-cases: the text before each dose (黄芪30g, 半夏二钱,
               神曲炭钱半, 生姜三片) is read into names through the resolver (``CaseReader``): instruction words
-              (研, 包, 先煎, 加 …), names sharing one dose (赤芍白芍各三钱) and two-drug shorthand (赤白芍:
-              ``NameIndex.split_combined``) are read; formulas and patent medicines (益元散), non-drugs (童便, 甘澜水)
-              and narrative text are counted apart (``not_counted``), not as herb mentions; every other miss is
-              listed, with the reviewed verdict of eval/crosscheck/herbs.yaml or a hint
+              (研, 包, 先煎, 加 …), names sharing one dose (赤芍白芍各三钱), two-drug shorthand (赤白芍:
+              ``NameIndex.split_combined``) and names glued on without a dose around an unknown one (茅术知母细地丹皮:
+              the known names are read, the unknown text stays one miss) are read; formulas and patent medicines
+              (益元散), non-drugs (童便, 甘澜水) and narrative text are counted apart (``not_counted``), not as herb
+              mentions; every other miss is listed, with the reviewed verdict of eval/crosscheck/herbs.yaml or a hint
     symptoms  the 390 names of tcm-pd/symptom_contains.txt
     formulas  for every formula of formulae/formulae.jsonl that names one of ours (name or alias), whether the herb
               sets agree (compared at the herb level: 炙甘草 and 甘草 are one herb; see ``_formulas``); every
@@ -32,12 +33,12 @@ from kb.errors import InputError
 _CROSSCHECK = Path(__file__).resolve().parent / "crosscheck"
 
 _UNIT = (
-    r"(?:克|g|G|钱|錢|两|兩|分|厘|枚|片|个|只|条|粒|朵|尺|寸|张|把|握|撮|茶匙|大匙|小匙|匙|大瓢|酒杯|茶杯|杯|盏|对|颗|茎|扎|瓣"
+    r"(?:克|g|G|钱|錢|两|兩|分|厘|枚|片|个|只|条|粒|朵|尺|寸|张|把|握|撮|茶匙|汤匙|大匙|小匙|匙|大瓢|酒杯|茶杯|杯|盏|对|颗|茎|扎|瓣"
     r"|滴|支|具|段|斤|瓢|大片|小片|根|块|束|升(?!麻)|角(?![茴枫]))"
 )
 # a written numeral: digits, or a Chinese numeral that is a number (十二, 二十五, 一百, 两, 半) — never a run such as
 # 三七三 (参三七三分 is 参三七, 三分)
-_CN = r"(?:(?:[一二三四五六七八九两]?十|廿|[一二三四五六七八九]百(?:[一二三四五六七八九]?十)?)[一二三四五六七八九]?|[一二三四五六七八九两半])"
+_CN = r"(?:(?:[一二三四五六七八九两]?十|廿|卅|[一二三四五六七八九]百(?:[一二三四五六七八九]?十)?)[一二三四五六七八九]?|[一二三四五六七八九两半])"
 _NUM = rf"(?:\d+(?:\s*\.\s*\d+)?|{_CN})"
 # what follows a unit when the number was not a dose: 三分之二, 二个星期, 十分钟, 一个月
 _NOT_DOSE_AFTER = r"(?!之|星期|钟|小时|月(?!季)|年|岁)"
@@ -53,7 +54,8 @@ _SEP = re.compile(r"[，,、；;。|：:\s/\\■□【】\[\]《》“”\"'！!
 _NAME = re.compile(r"[\u4e00-\u9fff]{2,8}$")
 _NOT_HERB = re.compile(r"^(?:各|共|每|服|剂|日|次|煎|取|以上|上药|先服|先用|如|若|又|即)")
 # Words written around herb names in prescriptions that name no drug: what the previous herb is to undergo (研, 打,
-# 包, 先煎, 后下, 冲, 去心 …), connectives (加, 去, 用, 引 …) and a bare unit (鲜茅根两蒲黄炭 = 鲜茅根 一两, 蒲黄炭).
+# 包, 先煎, 后下, 冲, 去心 …, and processing written after the name: 桑枝酒炒, 川附子制), how the piece is handled
+# (囫囵, 剪细, 敲, 掰开), connectives (加, 去, 用, 引, 同, 改 … 为 …) and a bare unit (鲜茅根两蒲黄炭 = 鲜茅根 一两, 蒲黄炭).
 _TOKENS: frozenset[str] = frozenset(
     """
 研 打 杵 捣 碎 切 轧 轧细 研细 研末 研极细 研粉 捣细 捣碎 打碎 杵细 杵碎 生打 生杵 生捣 同打 同捣 同杵 同研 炒研 炒打 炒捣
@@ -63,16 +65,24 @@ _TOKENS: frozenset[str] = frozenset(
 酒洗 醋炒 蜜炙 煅 入煎 煎 另煎兑 兑 增 更增 炖 炖化 刷净 切片 灌 浸 半生半炒 半生半炙 服 即 克 g 先用 晚服 早服 午服 另服
 加为 加至 加到 减至 减为 改为 增至 用至 易为 生炒各半 研化 化 末 细末 研为细末 汤方 丸方 散方
 加 再加 另加 又加 并加 加入 用 另用 再用 改用 引 引用 入 送 送服 送下 另 和 及 与 并 合 改 去 减 各 再 又 以 前方 原方 方中 上方
-原方去 去掉 内 于 的 钱 两 分
+原方去 去掉 内 于 的 钱 两 分 为
+同 至 洗 剪 剪细 剪碎 敲 敲碎 生敲 掰开 囫囵 切寸 不见火 不去心 酒炒 麸炒 土炒 盐水炒 盐炒 姜炒 水炙 制 炒黑 炒半黑 半黑 切细 打开 去梗 去蒂 飞
 """.split()
 )
 # text made only of these characters, before a name, says what is done to the drug (勿见火, 酒润, 打泥, 带须, 去皮,
 # 包蒸熟, 改为): it is read off like a connective, never as part of the name (two characters at least, so 土牛膝 and
 # 白前胡 are never split)
 _INSTRUCTION_CHARS = frozenset(
-    "研打杵捣碎切包煎入冲吞化服去心皮尖毛刺节核油芦须壳足净瓤渣垢衣炒煨炙焙拌洗泡浸蒸煮润飞锉镑泥汁末火勿见另外带连"
+    "研打杵捣碎切包煎入冲吞化服去心皮尖毛刺节核油芦须壳足净瓤渣垢衣炒煨炙焙拌洗泡浸蒸煮润飞锉镑泥汁末火勿见另外带连煅"
     "加重改为熟敲拭刷用以和同先后再各水酒醋盐蜜麸炭焦微透晒烘绞取兑调磨漂"
 )
+# words after which a name written next is what the following drug is processed with (黑豆同蒸, 荷叶包, 蛤粉炒)
+_ADJUVANT_TOKENS = frozenset(
+    ("token", w) for w in "同 同炒 同打 同捣 同杵 同研 同包 同布包 拌 拌炒 炒 水炒 酒炒 醋炒 包 浸 煨 炙".split()
+)
+_ADJUVANT_AFTER = ("同", "拌", "伴", "炒", "包", "煎汁", "汁炒", "水炒", "汤", "煮", "染", "蒸", "炙", "浸")
+# a name's part or size written after it (白菊花叶, 杜牛膝根, 扁豆大者): the text does not start a new name
+_PART_CHARS = frozenset("叶根皮梗花子仁络心衣壳须芽尖节头蒂核茎枝藤米肉汁膏霜粉油炭灰末片瓣实穗蕊大小")
 _DROP_AFTER = frozenset(
     {"去", "减", "去掉", "原方去"}
 )  # herbs after these are taken out of the prescription, not dosed
@@ -80,7 +90,16 @@ _DROP_AFTER = frozenset(
 # in the narrative made look like a dosed name
 _PROSE = re.compile(
     r"[有已之则尚亦惟而其此诊据犹欲乃若仍均俱或皆谓者也矣乎哉吾余尔您他她我你们是在着过了吗呢吧脉病症证痛汗溲觉粥饭针嘱"
-    r"可计譬总烤烂靠穴得饮今吐经日深快剩强流外午脓盘达约所样时后每次共]"
+    r"可计譬总烤烂靠穴得饮今吐经日深快剩强流外午脓盘达约所样时后每次共俾贴院街喉腿弯现畏误昼迳投嚼忌仅昨甚兹侵唯蠕疮"
+    r"捻处出筛善能离裹作宰惜串杂且执蛔]"
+)
+# what a drug is given for, written before its name (清热消烦厚朴, 疏滞楂肉, 能清浮火川斛, 辛散苦降橘红): a verb of
+# the treatment and its object, read off like an instruction (two characters at least, and only before a name that
+# reads: 清半夏, 化橘红 and 补骨脂 are never split)
+_EFFICACY = re.compile(
+    r"[能善辛四去清消除疏退止宽利解和开补散降逐畅导理行润养滋安宁镇泻调健益渗敛固舒祛驱宣升]"
+    r"[清消除疏退止宽利解和开补散降逐畅导理行润养滋安宁镇泻调健益渗敛固舒祛驱宣升热烦满肌邪渴胸阴浮火胃痰涎肺郁咽喉暑毒"
+    r"脾带涩血气滞积中表里风寒湿燥水食痛肝肾心神肠结瘀络筋骨经逆呕咳喘嗽汗痢肿苦辛甘酸咸为君臣佐使以四味去]+"
 )
 _FORMULA_SUFFIX = re.compile(r"[\u3400-\u9fff]{1,8}(?:丸|散|丹|膏|锭|露)$")
 _INSTRUCTION = re.compile(
@@ -244,6 +263,8 @@ class CaseReader:
         # 2. else the longest readable tail whose left edge is the end of a readable word (元精石甘草鸡子黄 -> 鸡子黄,
         #    the text before it counted as one unresolved mention); a tail whose left edge is not a word end is never
         #    read off (广防己 is not 防己, 紫丹参 is not a 丹参, 南五加皮 is not 五加皮)
+        if best[0] is not None and all(k == "token" for k, _ in best[0]):
+            return (Mention("instruction", p),)  # 加至, 减至, 同布包: only words around a name, no name
         reading = None
         leftover = ""
         for i in range(n):
@@ -259,20 +280,73 @@ class CaseReader:
                 if all(ch in _INSTRUCTION_CHARS for ch in p[:i]):  # 勿见火白茯苓, 酒润艾叶, 打泥全瓜蒌
                     reading = r
                     break
+                # 清热消烦厚朴, 迳投生大黄: what the drug is for, or the narrative around it, before its name
+                narrative = (_PROSE.match(p[i - 1]) or p[i - 1] in _INSTRUCTION_CHARS) and _PROSE.search(p[:i])
+                if r[0][0] != "token" and (_EFFICACY.fullmatch(p[:i]) or narrative):
+                    reading = r
+                    break
                 if any(self.word(p[k:i]) for k in range(max(0, i - 12), i - 1)):
                     reading, leftover = r, p[:i]
                     break
         if reading is None:
-            return (self._unread(p),)
-        out = [self._unread(leftover)] if len(leftover) >= 2 else []
+            reading, leftover = [], p
+        # 3. the text left unread may start with names of its own, glued on without a dose (茅术知母细地丹皮 before
+        #    牛蒡黄柏地肤子 -> 茅术, 知母, then 细地丹皮 unread): the longest readable head is read off when what
+        #    follows it is no suffix of it (three characters or more, or two after an instruction word: 薄荷纯梗,
+        #    桂枝嫩尖 and 车前子叶 stay whole)
+        head: list[tuple[str, str]] = []
+        if len(leftover) >= 5 or (reading == [] and len(leftover) >= 4):
+            head, leftover = self._head(leftover)
+        items = [*head, *([("unread", leftover)] if len(leftover) >= 2 else []), *reading]
+        out = []
         dropping = False
-        for kind, w in reading:
+        for k, (kind, w) in enumerate(items):
+            if (  # 改竹沥半夏为仙半夏: the first is replaced by the second (改黄芪为 then a dose changes only the dose)
+                kind != "token" and 0 < k < len(items) - 2 and items[k - 1] == ("token", "改")
+                and items[k + 1] == ("token", "为") and items[k + 2][0] not in ("token", "unread")
+            ):  # fmt: skip
+                continue
+            if kind == "unread":
+                out.append(self._unread(w))
+                continue
             if kind == "token":
                 dropping = w in _DROP_AFTER or (dropping and w not in ("加", "再加", "另加", "又加", "并加", "加入"))
                 continue
             if not dropping:
                 out.append(Mention("formula" if kind == "formula?" else kind, w))
         return tuple(out)
+
+    def _head(self, p: str) -> tuple[list[tuple[str, str]], str]:
+        """The longest readable head of text no tail reading covers, and the rest (see ``_parse``, step 3)."""
+        n = len(p)
+        fwd: list[list[tuple[str, str]] | None] = [None] * (n + 1)  # fwd[j]: the reading of p[:j] in fewest words
+        fwd[0] = []
+        for j in range(1, n + 1):
+            for i in range(max(0, j - 12), j):
+                prev = fwd[i]
+                if prev is None:
+                    continue
+                kind = self.word(p[i:j])
+                if kind is None or kind == "formula?":  # 迨外加石膏 is no formula
+                    continue
+                if fwd[j] is None or len(prev) + 1 < len(fwd[j] or ()):
+                    fwd[j] = [*prev, (kind, p[i:j])]
+        for j in range(n - 2, 1, -1):
+            r, rest = fwd[j], p[j:]
+            if not r or not any(k != "token" for k, _ in r):
+                continue
+            last = next(w for k, w in reversed(r) if k != "token")
+            if any(self.word(last + rest[:k]) for k in range(1, min(len(rest), 6) + 1)):
+                continue  # 小茴 + 香炒黑, 枇杷 + 叶水一碗煎: the boundary cuts a name
+            if r[-1] in _ADJUVANT_TOKENS or rest[0] in _PART_CHARS or rest.startswith(_ADJUVANT_AFTER):
+                continue  # 黑豆同蒸, 荷叶包, 蛤粉炒 (the head is what the next drug is processed with); 白菊花 + 叶
+            if self._unread(rest).kind == "instruction":
+                return r, rest  # 麦冬 + 不去心, 生姜汁 + 每次冲
+            if rest[0] in _INSTRUCTION_CHARS or rest[0] == "汤":  # 红花汤炒全当归, 砂仁水炒透干地黄: what is done to
+                continue  # the drug that follows, with the head as its adjuvant
+            if len(rest) >= 3 or r[-1][0] == "token":
+                return r, rest
+        return [], p
 
     def _unread(self, p: str) -> Mention:
         """Text no reading covers: a listed non-herb, instruction text, or an unresolved name."""

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # Processing prefixes, longest first, with the words that identify a form's `processing` for each.
 PROCESSING_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("麸炒", ("麸炒",)),
+    ("麸", ("麸炒",)),  # 麸枳壳, 麸枳实: bran-fried
     ("土炒", ("土炒",)),
     ("蜜炙", ("蜜",)),
     ("酒炙", ("酒",)),
@@ -129,7 +130,7 @@ PROCESSING_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # where the content defines the coated form (朱茯神) that form is the answer; otherwise the name is the herb *and*
 # the adjuvant (``NameIndex.split_combined``), never the plain herb, so that 朱砂 is not hidden from safety checks.
 ADJUVANT_PREFIXES: tuple[tuple[str, str | None], ...] = (
-    ("朱砂拌", "朱砂"), ("辰砂拌", "朱砂"), ("朱拌", "朱砂"), ("辰拌", "朱砂"), ("朱染", "朱砂"), ("朱", "朱砂"),
+    ("朱砂拌", "朱砂"), ("辰砂拌", "朱砂"), ("朱拌", "朱砂"), ("辰拌", "朱砂"), ("朱染", "朱砂"), ("辰染", "朱砂"), ("朱", "朱砂"),
     ("辰", "朱砂"), ("青黛拌", "青黛"), ("黛拌", "青黛"), ("黛", "青黛"), ("砂仁末拌", "砂仁"), ("砂仁拌", "砂仁"),
     ("砂仁炒", "砂仁"), ("吴萸水炒", "吴茱萸"), ("吴萸炒", "吴茱萸"), ("萸炒", "吴茱萸"), ("甘草水浸", "甘草"),
     ("甘草水炒", "甘草"), ("伏龙肝炒", "灶心土"),
@@ -149,18 +150,21 @@ SHORTHAND: dict[str, tuple[str, ...]] = {
     "羌独": ("羌活", "独活"),
     "腹皮子": ("大腹皮", "槟榔"),  # 大腹皮 and 大腹子 (槟榔)
     "桑菊": ("桑叶", "菊花"),
+    "荆防": ("荆芥", "防风"),
+    "姜枣": ("生姜", "大枣"),  # 加姜枣: the ginger and jujube added to the decoction
+    "栀豉": ("栀子", "淡豆豉"),
 }
 PROCESSING_SUFFIXES: tuple[tuple[str, str], ...] = (("炭", "炒炭"), ("灰", "炒炭"), ("粉", "研粉"))
 # Physical forms and portions written after a herb name that do not make it another drug (杏仁泥, 茯苓块, 降香末,
 # 甘草梢, 归须, 鲜生地汁, 诃子肉). 壳, 皮, 心, 衣 and 梗 are left out on purpose: they often name another part with other actions.
 PART_SUFFIXES: tuple[str, ...] = ("泥", "块", "末", "片", "节", "梢", "尖", "须", "屑", "汁", "肉", "尾")
-# Quality words physicians put before a name (大白芍, 嫩前胡, 原麦冬, 陈阿胶, 上肉桂): they describe the piece, not
-# another drug. Only stripped when the whole name is unknown and what remains is a herb name of two or more
-# characters, so 大黄, 小蓟, 白附子, 大青叶 are never taken apart.
+# Quality words physicians put before a name (大白芍, 嫩前胡, 原麦冬, 陈阿胶, 上肉桂, 上上梅片, 厚牡蛎, 开口花椒): they
+# describe the piece, not another drug. Only stripped when the whole name is unknown and what remains is a herb name
+# of two or more characters, so 大黄, 小蓟, 白附子, 大青叶 are never taken apart.
 # 白, 金, 苦, 甜, 淡 and 明 are left out: 白附子, 甜杏仁 and 明党参 are other drugs than 附子, 杏仁 and 党参.
 QUALITY_PREFIXES: tuple[str, ...] = (
     "大", "小", "嫩", "原", "陈", "上", "真", "净", "正", "老", "细", "肥", "整", "粉", "光", "干", "左", "溏", "枯",
-    "润", "原支", "原枝", "直", "统", "新", "整段", "块",
+    "润", "原支", "原枝", "直", "统", "新", "整段", "块", "上上", "顶高", "厚", "原粒", "大块", "开口",
 )  # fmt: skip
 REGIONAL_PREFIXES: tuple[str, ...] = (
     "川", "浙", "怀", "淮", "杭", "广", "北", "南", "云", "建", "江", "关", "辽", "宁", "亳", "祁", "潞", "台",
@@ -401,6 +405,9 @@ class NameIndex:
                     if t is None:
                         part = self._herb_part(key[: -len(suf)])
                         t = part[0] if part else None
+                    if t is None:  # 原麝香粉, 真猴枣粉: a quality or regional word before the name
+                        qual = self._herb_base(key[: -len(suf)], allow_suffix=False)
+                        t = qual[0] if qual else None
                     if t is not None and (t.form_id is None or suf == "炭"):  # 乌梅肉炭: the herb's 炭 form
                         return Target(t.kind, t.id), "suffix"
             for suf in PART_SUFFIXES:

@@ -30,6 +30,7 @@ from eval import coverage as cov
         ("|热退三分之二，黄芪三钱", ["黄芪"]),  # 三分之二 is not a dose
         ("|枳实（炒）三钱", ["枳实"]),  # a note in brackets goes
         ("|橘红、络各一钱", ["橘红络各"]),  # 橘红、络: the tail joins its head (橘红 + 橘络)
+        ("|竹叶卅片白芍二钱", ["竹叶", "白芍"]),  # 卅 = 三十
     ],
 )
 def test_case_pieces(text: str, pieces: list[str]) -> None:
@@ -59,6 +60,23 @@ def read(base: kb.KnowledgeBase, piece: str, why: dict | None = None) -> list[tu
         ("益元散", [("formula", "益元散")]),  # a formula or patent medicine: counted apart
         ("早晚各服", [("instruction", "早晚各服")]),
         ("据云已饮冷水", [("instruction", "据云已饮冷水")]),  # running prose a number made look like a name
+        ("加至", [("instruction", "加至")]),  # only words around a name
+        # names glued on before text no reading covers are read; the unread text still counts as one miss
+        (
+            "桂枝白芍元精石甘草大枣",
+            [("herb", "桂枝"), ("herb", "白芍"), ("unresolved", "元精石甘草"), ("herb", "大枣")],
+        ),
+        ("桂枝嫩尖", [("unresolved", "桂枝嫩尖")]),  # ... but never a name before what may be its own suffix
+        ("甘草叶捣汁", [("unresolved", "甘草叶捣汁")]),  # a part of the plant (叶, 根, 皮 …) after the name
+        ("甘草汤炒当归", [("unresolved", "甘草汤炒当归")]),  # 甘草 is what 当归 is fried in: no mention of its own
+        ("生姜汁每次冲", [("herb", "生姜汁"), ("instruction", "每次冲")]),
+        ("改桂枝为肉桂", [("herb", "肉桂")]),  # 改 A 为 B: A is replaced
+        ("改黄芪为", [("herb", "黄芪")]),  # ... while 改黄芪为 and a dose changes only the dose
+        ("白术土炒", [("herb", "白术")]),  # processing written after the name
+        ("附子制", [("herb", "附子")]),
+        ("清热消烦白芍", [("herb", "白芍")]),  # what the drug is for, written before it
+        ("迳投大白芍", [("herb", "大白芍")]),  # narrative before a name
+        ("左足腿弯下又现痧筋", [("instruction", "左足腿弯下又现痧筋")]),
     ],
 )
 def test_reader(fixture_kb: kb.KnowledgeBase, piece: str, expected: list) -> None:

@@ -40,6 +40,10 @@ def split(base: kb.KnowledgeBase, text: str) -> list[tuple[str | None, str | Non
         ("法半夏粉", "半夏", "法半夏"),  # a powder of a form's name: that form, not a generic 半夏 powder
         ("生半夏末", "半夏", "生半夏"),  # ... so the raw, controlled form stays raw
         ("蒲黄灰", "蒲黄", "蒲黄炭"),  # 灰 = 炭
+        ("麸白术", "白术", "麸炒白术"),  # 麸 = 麸炒
+        ("上上肉桂", "肉桂", None),  # quality words: 上上 (the best grade), 厚 (thick pieces), 大块
+        ("厚肉桂", "肉桂", None),
+        ("原麝香粉", "麝香", "原麝香粉"),  # a quality word before a name with a processing suffix
     ],
 )
 def test_processing_words_resolve(fixture_kb: kb.KnowledgeBase, text: str, name: str, form: str) -> None:
@@ -135,6 +139,26 @@ def test_coated_form_where_the_content_defines_one(real_kb: kb.KnowledgeBase) ->
 )  # fmt: skip
 def test_written_variants_are_aliases(real_kb: kb.KnowledgeBase, text: str, name: str) -> None:
     assert real_kb.resolve_herb(text).name == name
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("广军", "大黄"), ("生湘军", "大黄"), ("土炒秦归身", "当归"), ("川楝皮", "苦楝皮"), ("樗根白皮", "椿皮"),
+     ("琐阳", "锁阳"), ("黄蘖", "黄柏"), ("芎穷", "川芎"), ("鸡距子", "枳椇子"), ("晚蚕矢", "蚕沙"), ("草龙胆", "龙胆"),
+     ("桔红", "橘红"), ("福桔核", "橘核"), ("生晒术", "白术"), ("藘茹", "茜草"), ("乌贼鱼骨", "海螵蛸"),
+     ("夏枯草穗", "夏枯草"), ("上上落水沉香末", "沉香"), ("明雄精", "雄黄"), ("香稻芽", "稻芽")],
+)  # fmt: skip
+def test_case_record_names_are_aliases(real_kb: kb.KnowledgeBase, text: str, name: str) -> None:
+    # trade and regional names (广军, 湘军 = 大黄), variant characters (琐阳, 黄蘖, 芎穷, 桔红), classical names
+    # (藘茹, 蚕矢, 草龙胆), and Pharmacopoeia drugs under their source-plant names (川楝皮 = 苦楝皮, 樗根白皮 = 椿皮)
+    assert real_kb.resolve_herb(text).name == name
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"), [("荆防", ["荆芥", "防风"]), ("姜枣", ["生姜", "大枣"]), ("栀豉", ["栀子", "淡豆豉"])]
+)
+def test_listed_shorthand(real_kb: kb.KnowledgeBase, text: str, parts: list) -> None:
+    assert [p[0] for p in split(real_kb, text) or []] == parts
 
 
 @pytest.mark.parametrize("text", ["沙参", "贝母", "桑", "杏", "功劳叶", "胡麻", "木防己", "苦楝子"])
