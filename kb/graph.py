@@ -87,7 +87,9 @@ def case_links(kb: KnowledgeBase, case: Any) -> list[tuple[str, str, dict[str, A
     from kb.formula_match import match_formulas
 
     cn = node("case", case.id)
-    edges: list[tuple[str, str, dict[str, Any]]] = [(cn, node("symptom", s), {"rel": "presents"}) for s in case.symptoms if s in kb.symptoms]
+    edges: list[tuple[str, str, dict[str, Any]]] = [
+        (cn, node("symptom", s), {"rel": "presents"}) for s in case.symptoms if s in kb.symptoms
+    ]
     edges += [(cn, node("herb", h.herb_id), {"rel": "prescribes", "dose_g": h.dose_g})
               for h in case.herbs if h.herb_id in kb.herbs]  # fmt: skip
     edges += [(cn, node("formula", m.formula_id), {"rel": "follows", "coverage": round(m.coverage, 3)})
