@@ -7,11 +7,18 @@ ivf), its build time, its memory (serialised size; RSS growth), single-query lat
 flat index and of the approximate one, the speed-up, and recall@10 of the approximate index against exact.
 Target at 1M: recall@10 >= 0.95 at >= 20x the exact speed.
 
+With ``--like DIR`` (a built case base) the vectors follow the real encoder instead. The real cases are split in
+two: queries (``--queries`` of them, never used to generate) and anchors. ``--like-mode anchored`` (default): each
+vector is an anchor plus isotropic noise as large as the median distance between a real case and its nearest
+other case (the local structure of real cases, repeated at scale). ``--like-mode gaussian``: draws from a Gaussian
+with the anchors' mean and covariance (their spectrum and nothing else: no case has near neighbours, the worst
+case for any approximate index, and unlike a real case base). Either way the queries are real cases.
+
 Also (``--casebase DIR``): the end-to-end similar-case query on a built case base (encode + search +
 hydrate from SQLite), p50/p99 over the stored cases' own findings as queries.
 
     .venv/bin/python -m bench.vectors [--sizes 10000,100000,1000000] [--dim 128] [--queries 200]
-                                      [--casebase artifacts/cases] [--json OUT]
+                                      [--like artifacts/cases] [--casebase artifacts/cases] [--json OUT]
 """
 
 from __future__ import annotations
@@ -37,6 +44,44 @@ def mixture(n: int, dim: int, centres: np.ndarray, rng: np.random.Generator, spr
     return out
 
 
+def real_like(n: int, anchors: np.ndarray, rng: np.random.Generator, mode: str = "anchored") -> np.ndarray:
+    """``n`` L2-normalised vectors like ``anchors`` (rows): anchored (an anchor plus noise at the anchors' median
+    nearest-neighbour distance) or gaussian (their mean and covariance)."""
+    import faiss
+
+    dim = anchors.shape[1]
+    if mode == "anchored":
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(anchors)
+        sims, _ = flat.search(anchors, 2)
+        scale = float(np.median(np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims[:, 1]))))
+    else:
+        mu = anchors.mean(0)
+        chol = np.linalg.cholesky(np.cov(anchors, rowvar=False) + 1e-6 * np.eye(dim))
+    out = np.empty((n, dim), np.float32)
+    for b in range(0, n, 100_000):
+        m = min(100_000, n - b)
+        if mode == "anchored":
+            noise = rng.standard_normal((m, dim)).astype(np.float32)
+            noise *= scale / np.linalg.norm(noise, axis=1, keepdims=True)
+            x = anchors[rng.integers(0, len(anchors), m)] + noise
+        else:
+            x = mu + rng.standard_normal((m, dim)) @ chol.T
+        out[b : b + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def case_vectors(directory: str) -> np.ndarray:
+    """The stored cases' findings, encoded by the case base's own encoder."""
+    from models.casebase import CaseBase
+
+    cb = CaseBase.open(directory)
+    try:
+        return np.asarray(cb.encoder.encode([c.findings for c in cb.store.cases()]), dtype=np.float32)
+    finally:
+        cb.close()
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -52,17 +97,24 @@ def latencies(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, list[float
 
 
 def bench_size(
-    n: int, dim: int, nq: int, k: int, seed: int, build_threads: int = 2, query_threads: int = 1, spread: float = 0.35
-) -> dict[str, Any]:
+    n: int, dim: int, nq: int, k: int, seed: int, build_threads: int = 2, query_threads: int = 1, spread: float = 0.35,
+    like: np.ndarray | None = None, like_mode: str = "anchored",
+) -> dict[str, Any]:  # fmt: skip
     import faiss
 
     from models.vector_index import VectorIndex, choose_kind
 
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(100, n // 1000), dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = mixture(n, dim, centres, rng, spread)
-    q = mixture(nq, dim, centres, rng, spread)
+    if like is not None:
+        dim = like.shape[1]
+        order = rng.permutation(len(like))
+        q, anchors = like[order[:nq]], like[order[nq:]]
+        x = real_like(n, anchors, rng, like_mode)
+    else:
+        centres = rng.standard_normal((max(100, n // 1000), dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        x = mixture(n, dim, centres, rng, spread)
+        q = mixture(nq, dim, centres, rng, spread)
     ids = [str(i) for i in range(n)]
     kind = choose_kind(n)
     rss0 = rss_mb()
@@ -77,7 +129,8 @@ def bench_size(
     exact.add(x)
     exact_build_s = time.perf_counter() - t0
     truth, t_exact = latencies(exact, q, k)
-    row: dict[str, Any] = {"n": n, "dim": dim, "kind": kind, "spread": spread, "params": dict(approx.params),
+    dist = f"real-like, {like_mode}" if like is not None else f"mixture (spread {spread})"
+    row: dict[str, Any] = {"n": n, "dim": dim, "kind": kind, "vectors": dist, "params": dict(approx.params),
                            "build_s": round(build_s, 2), "exact_build_s": round(exact_build_s, 2),
                            "index_mb": round(mem_mb, 1), "rss_growth_mb": round(rss_mb() - rss0, 1),
                            "exact_p50_ms": round(float(np.percentile(t_exact, 50)), 3),
@@ -123,21 +176,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-threads", type=int, default=2, help="faiss threads for building")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spread", type=float, default=0.35, help="cluster noise norm (larger = clusters overlap more)")
+    p.add_argument("--like", help="a built case base: draw the vectors from its encoder's distribution (see above)")
+    p.add_argument("--like-mode", choices=("anchored", "gaussian"), default="anchored")
     p.add_argument("--casebase", help="a built case base directory for the end-to-end query timing")
     p.add_argument("--json", help="write the results here as JSON")
     a = p.parse_args(argv)
     import faiss
 
     faiss.omp_set_num_threads(a.threads)
+    like = case_vectors(a.like) if a.like else None
+    if like is not None:
+        print(f"vectors: {a.like_mode}, from the {len(like)} case vectors of {a.like}; {a.queries} of them held out "
+              "as the queries")  # fmt: skip
     rows = []
     head = f"{'n':>9} {'kind':>5} {'build s':>8} {'MB':>7} {'exact p50':>10} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>9} {'speed-up':>8}"
     print(head)
     for n in (int(s) for s in a.sizes.split(",")):
-        r = bench_size(n, a.dim, a.queries, a.k, a.seed, a.build_threads, a.threads, a.spread)
+        r = bench_size(n, a.dim, a.queries, a.k, a.seed, a.build_threads, a.threads, a.spread, like, a.like_mode)
         rows.append(r)
         print(f"{r['n']:>9} {r['kind']:>5} {r['build_s']:>8} {r['index_mb']:>7} {r['exact_p50_ms']:>10} "
               f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['recall_at_10']:>9} {r['speedup']:>7}x", flush=True)  # fmt: skip
-    result: dict[str, Any] = {"sizes": rows, "query_threads": a.threads, "build_threads": a.build_threads}
+    result: dict[str, Any] = {"sizes": rows, "query_threads": a.threads, "build_threads": a.build_threads,
+                              "vectors": f"real-like, {a.like_mode} ({a.like})" if a.like else f"mixture (spread {a.spread})"}  # fmt: skip
     if a.casebase:
         e2e = bench_casebase(a.casebase, a.queries)
         result["end_to_end"] = e2e

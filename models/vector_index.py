@@ -65,7 +65,7 @@ class VectorIndex:
             nlist = int(self.params.setdefault("nlist", 1024))
             self.quantizer = faiss.IndexFlatIP(self.dim)
             self.index = faiss.IndexIVFFlat(self.quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            self.index.nprobe = int(self.params.setdefault("nprobe", 16))
+            self.index.nprobe = int(self.params.setdefault("nprobe", 32))
 
     # ---- building --------------------------------------------------------------------------------
     @classmethod
@@ -76,7 +76,9 @@ class VectorIndex:
         x = _as_matrix(vectors)
         k = choose_kind(len(x)) if kind == "auto" else kind
         if k == "ivf" and "nlist" not in params:
-            params["nlist"] = max(1, min(4096, int(math.sqrt(max(len(x), 1)))))
+            # 4·sqrt(n) lists, nprobe 32: recall@10 0.98 at ~50x the exact speed at 1M on vectors shaped like real
+            # case vectors (python -m bench.vectors --like; sqrt(n) lists, nprobe 16 gave 0.94)
+            params["nlist"] = max(1, min(4096, int(4 * math.sqrt(max(len(x), 1)))))
         idx = cls(x.shape[1], encoder_name, encoder_version, k, **params)
         idx.add(x, ids)
         return idx
@@ -199,7 +201,7 @@ class VectorIndex:
         if obj.kind == "hnsw":
             faiss.downcast_index(index).hnsw.efSearch = int(obj.params.get("ef_search", 64))  # type: ignore[attr-defined]
         elif obj.kind == "ivf":
-            faiss.extract_index_ivf(index).nprobe = int(obj.params.get("nprobe", 16))
+            faiss.extract_index_ivf(index).nprobe = int(obj.params.get("nprobe", 32))
         return obj
 
     def set_search_params(self, **params: Any) -> None:
