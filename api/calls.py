@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 from fastapi import Request
 from starlette.responses import Response
 
@@ -25,13 +25,15 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadRequest("the request body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
+        return orjson.loads(raw)  # ~5x the standard library's speed; rejects NaN/Infinity, which JSON has not
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the request body is not UTF-8") from None
+        if str(exc).startswith(("depth limit", "recursion limit")):
+            raise BadRequest("JSON nested too deeply") from None
         raise BadRequest(f"malformed JSON at line {exc.lineno}, column {exc.colno}") from None
-    except RecursionError:
-        raise BadRequest("JSON nested too deeply") from None
 
 
 async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:

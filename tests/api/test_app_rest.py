@@ -97,6 +97,21 @@ def test_malformed_json_and_wrong_content_type_are_400(env: Env) -> None:
     assert r.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"items": [', "malformed JSON at line 1, column 12"),
+        (b'{"items": []}\n{', "malformed JSON at line 2"),
+        ('{"items": [{"herb": "甘草"}]}'.encode("gb18030"), "not UTF-8"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"items": [{"herb": "\xe7\x94\x98\xe8\x8d\x89", "dose_g": NaN}]}', "malformed JSON"),
+    ],
+)
+def test_an_unreadable_body_is_400_saying_what_is_wrong(env: Env, body: bytes, says: str) -> None:
+    r = env.client.post("/v1/check", content=body, headers={**env.auth("emr"), "Content-Type": "application/json"})
+    assert r.status_code == 400 and says in r.json()["detail"], r.text
+
+
 def test_findings_with_no_known_term_are_422_without_echoing_them(env: Env) -> None:
     r = env.client.post("/v1/differentiate", json={"text": "患者张三自述xyzzy"}, headers=env.auth("emr"))
     assert r.status_code == 422
