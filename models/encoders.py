@@ -342,6 +342,19 @@ class BertEncoder:
         return f"{self.name}-{h.hexdigest()[:16]}"
 
     # ---- encoding --------------------------------------------------------------------------------
+    def _mlm_loss(self, inp: Any, mask: Any, labels: Any) -> Any:
+        """Masked-LM loss with the prediction head applied at the masked positions only: over a character
+        vocabulary of thousands the head at every position costs more than the encoder (~6x fewer FLOPs here);
+        the same loss as ``BertForMaskedLM(labels=...)``."""
+        import torch
+
+        hidden = self.model.bert(input_ids=inp, attention_mask=mask).last_hidden_state
+        picked = labels != -100
+        if not bool(picked.any()):
+            return hidden.sum() * 0.0
+        logits = self.model.cls(hidden[picked])
+        return torch.nn.functional.cross_entropy(logits, labels[picked])
+
     def _pool(self, ids: Any, mask: Any) -> Any:
         out = self._encoder_module()(input_ids=ids, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(out.dtype)
@@ -389,7 +402,7 @@ class BertEncoder:
                 idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
                 ids, mask = self.tokenizer.batch([texts[i] for i in idx], cfg.max_len)
                 inp, labels = _mask(ids, len(self.tokenizer), self.tokenizer.mask, cfg.mask_prob, gen)
-                loss = self.model(input_ids=inp, attention_mask=mask, labels=labels).loss
+                loss = self._mlm_loss(inp, mask, labels)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
