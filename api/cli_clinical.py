@@ -67,3 +67,13 @@ def _print_human(ans: dict[str, Any]) -> None:
             continue
         herbs = " ".join(f"{p['herb']}{p['dose']}" for p in s["prescription"])
         print(f"  {s['formula']['name']}: {herbs}")
+        extra = " ".join(f"{h['herb']}{h['dose']}" for h in s.get("herb_suggestions", []))
+        if extra:
+            print(f"    + consider: {extra}")
+    for c in ans.get("similar_cases", [])[:3]:
+        follows = "、".join(f["name"] for f in c["formulas"])
+        print(
+            f"  case {c['case_id']} ({c['similarity']:.2f}){' follows ' + follows if follows else ''}: {c['findings']}"
+        )
+    if ans.get("models_used"):
+        print("  models: " + ", ".join(ans["models_used"]))

@@ -101,6 +101,12 @@ NAME_PATTERNS = [
     # 姓名：王小明 / 患者：王小明 / 病人王小明，男
     re.compile(rf"(?<=姓名)[：:\s]*{_SUR}{_CJK}{{1,2}}(?={_BOUND_R[3:]}"),
     re.compile(rf"(?<=患者)[：:\s]*{_SUR}{_CJK}{{1,2}}(?=[，,、\s]*[男女])"),
+    # a record that opens with a name and the patient's sex or age: 孟，女，二十一岁 / 伍，三二， / 张三，男，45岁
+    # (a number without 岁 only after a bare surname: 何首乌，十五， is a herb and its dose)
+    re.compile(
+        rf"^(?:{_SUR}{_CJK}{{0,2}}?(?=[，,]\s*(?:[男女](?:[，,。\s]|$)|[\d一二三四五六七八九十廿卅两]{{1,4}}岁))"
+        rf"|{_SUR}(?=[，,]\s*[一二三四五六七八九十廿卅两]{{2,4}}[，,。]))"
+    ),
     # bare placeholder 某某 (a name already pseudonymised, still a name slot)
     re.compile(r"某某"),
 ]
