@@ -82,6 +82,9 @@ def evaluate_herb_rec(model: str | Path, data_dir: str | Path | None, ks: tuple[
             "model": ranking_metrics(m.score(xs), ys, ks),
             "cooccurrence": ranking_metrics(floor.score(xs), ys, ks),
             "validation": m.card.get("metrics", {}).get("validation", {}),
+            "validation_cooccurrence": m.card.get("metrics", {}).get("validation_cooccurrence", {}),
+            "config": m.card.get("config", {}),
+            "train_seconds": m.card.get("training", {}).get("seconds"),
             "anchors": ANCHORS.get(name, {}),
             "targets": TARGETS.get(name, {}),
         }

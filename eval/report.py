@@ -103,6 +103,18 @@ def _f(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("—" if v is None else str(v))
 
 
+def _model_line(r: dict[str, Any]) -> str:
+    c, secs = r.get("config", {}), r.get("train_seconds")
+    took = f"; trained in {secs:.0f} s" if isinstance(secs, int | float) else ""
+    if r["kind"] != "mlp":
+        return f"Model: `{r['kind']}`{took}."
+    return (
+        f"Model: `mlp`, {c.get('members', 1)} member network(s) of {c.get('layers')} × {c.get('hidden')} units, "
+        f"loss `{c.get('loss')}`, epoch {c.get('best_epoch')} and co-occurrence blend {c.get('blend')} picked on "
+        f"validation{took}."
+    )
+
+
 def build_report(data: str | None, models: Path, out: Path, retrain: bool = False) -> Path:
     from models.herb_rec import CooccurrenceRecommender
     from models.registry import load_model
@@ -144,6 +156,11 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
         lines.append("")
         lines.append(f"Validation (selection split): {', '.join(f'{k} {v:.4f}' for k, v in r['validation'].items())}")
         lines.append("")
+        if r.get("validation_cooccurrence"):
+            vc = r["validation_cooccurrence"]
+            lines.append(f"Validation, co-occurrence floor: {', '.join(f'{k} {v:.4f}' for k, v in vc.items())}")
+            lines.append("")
+        lines += [_model_line(r), ""]
         m = load_model(r["artifact"], task="herb-rec")
         ds = HERB_REC_LOADERS[name](data)
         test, tr = ds.split("test"), ds.split("train")

@@ -1,8 +1,9 @@
 """Training runs: ``train(task, data_dir, out_dir, config, seed)``.
 
     herb-rec        one artifact per dataset (``OUT/smgcn``, ``OUT/tcm-pd``): the learned model (default
-                    ``mlp``) or the ``cooccurrence`` floor. Epochs and the co-occurrence blend are picked on a
-                    seeded validation split carved from train; the test split is only read by ``eval``.
+                    ``mlp``: an ensemble of 5 MLPs with the per-herb softmax loss, see ``MLPConfig``) or the
+                    ``cooccurrence`` floor. Epochs and the co-occurrence blend are picked on a seeded validation
+                    split carved from train; the test split is only read by ``eval``.
     case-classify   one artifact (``OUT``): ``tfidf-svm``, ``transformer`` or ``ensemble`` (both, with the
                     weight picked on the published validation split).
 
@@ -40,7 +41,7 @@ HERB_REC_DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.1,
     "select": ["P@5", "R@20"],  # validation score = sum of these
     "subsample": None,  # e.g. {"train": 3000, "test": 500} for tiny runs
-    "mlp": {},
+    "mlp": {},  # MLPConfig overrides; its defaults were picked on validation splits carved from train
 }
 CASE_DEFAULTS: dict[str, Any] = {
     "model": "ensemble",  # "tfidf-svm", "transformer" or "ensemble"
