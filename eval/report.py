@@ -5,6 +5,10 @@ Markdown report with PNG plots under ``artifacts/reports/``.
 
 The report puts our test numbers beside the published anchors and the floors computed in the same run, says
 how models and epochs were selected (validation carved from train), and that NDCG is the standard one.
+
+It also shows, when their result files are in the output folder (``make eval`` writes them first):
+``syndromes.json`` (``python -m eval.syndromes --json``), ``retrieval.json`` (``python -m eval.retrieval --out``)
+and ``vectors.json`` (``python -m bench.vectors --like artifacts/cases --json``).
 """
 
 from __future__ import annotations
@@ -203,10 +207,92 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
     lines += [f"![confusion matrix]({png})", ""]
     lines += ["Labels: " + ", ".join(f"{k} = {v}" for k, v in cc["label_names"].items()), ""]
 
+    lines += _syndromes_section(out / "syndromes.json")
+    lines += _retrieval_section(out / "retrieval.json")
+    lines += _vectors_section(out / "vectors.json")
+
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     return report
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable result file ({exc}); rerun the command that writes it") from exc
+
+
+def _syndromes_section(path: Path) -> list[str]:
+    r = _read(path)
+    if r is None:
+        return [f"## Syndrome differentiation\n\n_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
+    used = ", ".join(f"`{m['name']}`" for m in r.get("models", [])) or "none (the knowledge base alone)"
+    lines = ["## Syndrome differentiation (development vignettes, `python -m eval.syndromes`)", "",
+             f"Models used: {used}. Parameters fitted on the tuning half; the report half is only scored.", "",
+             _row(["split", "n", "top-1", "top-3", "top-1, disease given", "top-3, disease given",
+                   "top-1 of 10 candidates", "symptom lists top-3", "narratives top-1 of 10"]),
+             _row(["---"] * 9)]  # fmt: skip
+    for split, label in (("tune", "tuning half"), ("report", "report half"), ("report_kb_only", "report, KB alone")):
+        e = r.get(split)
+        if e:
+            lines.append(_row([label, e["vignettes"], *(f"{e[k]} %" for k in ("top1", "top3", "top1_disease_given",
+                               "top3_disease_given", "top1_among_10_candidates")),
+                               f"{e['by_kind']['symptom_list']['top3']} %",
+                               f"{e['by_kind']['narrative']['top1_among_10_candidates']} %"]))  # fmt: skip
+    lines.append("")
+    s = r.get("safety")
+    if s:
+        lines += [f"Safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
+                  f"({s['withheld']} withheld), pregnant and not; {s.get('herbs_with_critical_finding', 0)} of "
+                  f"{s.get('herbs_offered', 0)} herbs offered beside them.", ""]  # fmt: skip
+    return lines
+
+
+def _retrieval_section(path: Path) -> list[str]:
+    r = _read(path)
+    if r is None:
+        return [f"## Similar-case retrieval\n\n_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
+    lines = ["## Similar-case retrieval (tcm-cases, `python -m eval.retrieval`)", "",
+             f"Held-out cases query the train split's cases by their findings; the herbs of the {r['k']} nearest "
+             "predict the held-out prescription (similarity-weighted) and their departments its label.", "",
+             _row(["encoder", "split", "P@5", "R@5", "P@10", "R@10", "R@20", "label accuracy", "label macro-F1"]),
+             _row(["---"] * 9)]  # fmt: skip
+    for e in r["results"]:
+        name = e["encoder"]
+        if e.get("training"):
+            t = e["training"]
+            name += (
+                f" ({t.get('mlm_steps')} MLM + {t.get('contrastive_steps')} contrastive steps in {t.get('seconds')} s)"
+            )
+        for split in ("val", "test"):
+            m = e.get(split)
+            if m:
+                lines.append(_row([name, split, *(_f(m[k]) for k in ("P@5", "R@5", "P@10", "R@10", "R@20",
+                                                                      "label_accuracy", "label_macro_f1"))]))  # fmt: skip
+    return [*lines, ""]
+
+
+def _vectors_section(path: Path) -> list[str]:
+    r = _read(path)
+    if r is None:
+        return [f"## Vector index scale\n\n_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
+    lines = ["## Vector index scale (`python -m bench.vectors`)", "",
+             f"Vectors: {r.get('vectors', 'synthetic')}; single-query latency, {r['query_threads']} query thread(s). "
+             "Target at 1M: recall@10 ≥ 0.95 at ≥ 20× the exact speed.", "",
+             _row(["vectors", "index", "build s", "MB", "exact p50 ms", "p50 ms", "p99 ms", "recall@10", "speed-up"]),
+             _row(["---"] * 9)]  # fmt: skip
+    for s in r["sizes"]:
+        lines.append(_row([f"{s['n']:,}", s["kind"], s["build_s"], s["index_mb"], s["exact_p50_ms"], s["p50_ms"],
+                           s["p99_ms"], s["recall_at_10"], f"{s['speedup']}×"]))  # fmt: skip
+    e = r.get("end_to_end")
+    if e:
+        lines += ["", f"End-to-end similar-case query on the real case base ({e['cases']} cases, {e['index']}): "
+                  f"p50 {e['p50_ms']} ms, p99 {e['p99_ms']} ms."]  # fmt: skip
+    return [*lines, ""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
