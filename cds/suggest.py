@@ -195,17 +195,25 @@ def _herb_pool(
     return out
 
 
+def _round_dose(d: float) -> float:
+    """A dose as a prescription writes it: whole grams from 3 g, half grams from 1 g, else two decimals."""
+    if d >= 3:
+        return float(round(d))
+    if d >= 1:
+        return round(d * 2) / 2
+    return max(round(d, 2), 0.01)
+
+
 def _herb_dose(herb: m.Herb, case_doses: list[float]) -> tuple[float | None, str]:
     """The median dose of the similar cases, kept inside the herb's range; else the middle of the range."""
     lo, hi = herb.safety.dose_g if herb.safety.dose_g else (None, None)
     if case_doses:
         d = sorted(case_doses)[len(case_doses) // 2]
         if lo is not None and hi is not None:
-            return min(max(d, lo), hi), "similar cases (median), within the range"
-        return d, "similar cases (median)"
+            return min(max(_round_dose(d), lo), hi), "similar cases (median), within the range"
+        return _round_dose(d), "similar cases (median)"
     if lo is not None and hi is not None:
-        mid = (lo + hi) / 2
-        return (round(mid) if mid >= 3 else round(mid * 2) / 2), "middle of the herb's dose range"
+        return min(max(_round_dose((lo + hi) / 2), lo), hi), "middle of the herb's dose range"
     return None, "no dose range known"
 
 

@@ -148,12 +148,14 @@ def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = 
     from cds.review import review
 
     total = critical = withheld = herbs = herbs_critical = 0
+    failed: list[str] = []  # a vignette suggest cannot answer is reported, never skipped silently
     for row in rows:
         for pregnant in (True, False):
             patient = {"pregnant": pregnant, "sex": "female", "age_years": 30}
             try:
                 out = suggest(request(row, patient=patient), base, models=models)
-            except Exception:
+            except Exception as exc:
+                failed.append(f"{row['id']} (pregnant={pregnant}): {type(exc).__name__}: {exc}")
                 continue
             for s in out["suggestions"]:
                 total += 1
@@ -170,7 +172,7 @@ def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = 
                     rv = review({"patient": patient, "items": [*items, extra]}, base)
                     herbs_critical += rv.summary["critical"] > 0
     return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld,
-            "herbs_offered": herbs, "herbs_with_critical_finding": herbs_critical}  # fmt: skip
+            "herbs_offered": herbs, "herbs_with_critical_finding": herbs_critical, "failed": failed}  # fmt: skip
 
 
 def fit_prior(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], scorer: Any) -> float:
@@ -316,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"({s['withheld']} withheld); {s['herbs_with_critical_finding']} of {s['herbs_offered']} herbs "
                 "offered beside them"
             )
-    return 0
+            for x in s["failed"]:
+                print(f"safety: NOT ANSWERED {x}")
+    return 0 if not out.get("safety", {}).get("failed") else 1
 
 
 if __name__ == "__main__":

@@ -236,3 +236,19 @@ def test_load_takes_an_ensembles_linear_member_and_checks_its_files(tmp_path: Pa
     (target / "tfidf.svm_coef.npy").write_bytes(b"altered")
     with pytest.raises(ArtifactError, match="does not match the SHA-256"):
         learned.load(tmp_path)
+
+
+def test_herbs_dosed_in_fractions_of_a_gram_get_a_dose_inside_their_range(real_kb: kb.KnowledgeBase) -> None:
+    from models.herb_rec import CooccurrenceRecommender
+
+    herbs = ["麝香", "蟾酥", "冰片", "砒石"]  # ranges 0.03-0.1, 0.015-0.03, 0.15-0.3, 0.002-0.004 g
+    model = CooccurrenceRecommender(["胁痛"], herbs).fit([[0]] * 4, [[0, 1, 2, 3]] * 4)
+    ans = suggest({**NOTE, "patient": {"sex": "male", "age_years": 50}}, real_kb,
+                  models=learned.Models(herbs=learned.HerbModel(model, "tiny")))  # fmt: skip
+    s = next(x for x in ans["suggestions"] if not x["withheld"])
+    offered = {h["herb"]: h for h in s["herb_suggestions"]}
+    withheld = {h["herb"] for h in s.get("herb_suggestions_withheld", [])}
+    assert set(herbs) <= set(offered) | withheld  # each one offered or withheld with a reason, none lost
+    for h in offered.values():
+        lo, hi = h["dose_range_g"]
+        assert 0 < lo <= h["dose_g"] <= hi, h
