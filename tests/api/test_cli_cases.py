@@ -82,3 +82,15 @@ def test_differentiate_uses_the_case_base_and_says_so(tcm, built: Path, tmp_path
     assert any(m.startswith("cases:tfidf") for m in doc["models_used"])
     r = tcm("differentiate", str(req), "--cases", str(tmp_path / "missing"), "--json")
     assert r.code == 2 and "no case base" in r.err
+
+
+def test_differentiate_no_models_and_contradictory_flags(tcm, built: Path, tmp_path: Path) -> None:
+    req = tmp_path / "q.json"
+    req.write_text('{"text": "咽喉肿痛，声音嘶哑，发热，舌红，脉数"}', encoding="utf-8")
+    r = tcm("differentiate", str(req), "--no-models", "--json")
+    assert r.code == 0, r.err
+    assert r.json_lines()[0]["models_used"] == [] and r.json_lines()[0]["similar_cases"] == []
+    r = tcm("suggest", str(req), "--no-models", "--cases", str(built), "--json")
+    assert r.code == 2 and "contradict" in r.err
+    r = tcm("suggest", str(req), "--models", str(tmp_path / "nowhere"), "--json")
+    assert r.code == 2 and "no artifacts folder" in r.err
