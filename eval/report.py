@@ -226,16 +226,23 @@ def _read(path: Path) -> dict[str, Any] | None:
         raise ArtifactError(f"{path}: unreadable result file ({exc}); rerun the command that writes it") from exc
 
 
+def _head(title: str, intro: str, columns: list[str]) -> list[str]:
+    return [f"## {title}", "", intro, "", _row(columns), _row(["---"] * len(columns))]
+
+
+def _missing(title: str, path: Path) -> list[str]:
+    return [f"## {title}", "", f"_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
+
+
 def _syndromes_section(path: Path) -> list[str]:
     r = _read(path)
     if r is None:
-        return [f"## Syndrome differentiation\n\n_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
+        return _missing("Syndrome differentiation", path)
     used = ", ".join(f"`{m['name']}`" for m in r.get("models", [])) or "none (the knowledge base alone)"
-    lines = ["## Syndrome differentiation (development vignettes, `python -m eval.syndromes`)", "",
-             f"Models used: {used}. Parameters fitted on the tuning half; the report half is only scored.", "",
-             _row(["split", "n", "top-1", "top-3", "top-1, disease given", "top-3, disease given",
-                   "top-1 of 10 candidates", "symptom lists top-3", "narratives top-1 of 10"]),
-             _row(["---"] * 9)]  # fmt: skip
+    lines = _head("Syndrome differentiation (development vignettes, `python -m eval.syndromes`)",
+                  f"Models used: {used}. Parameters fitted on the tuning half; the report half is only scored.",
+                  ["split", "n", "top-1", "top-3", "top-1, disease given", "top-3, disease given",
+                   "top-1 of 10 candidates", "symptom lists top-3", "narratives top-1 of 10"])  # fmt: skip
     for split, label in (("tune", "tuning half"), ("report", "report half"), ("report_kb_only", "report, KB alone")):
         e = r.get(split)
         if e:
@@ -255,12 +262,11 @@ def _syndromes_section(path: Path) -> list[str]:
 def _retrieval_section(path: Path) -> list[str]:
     r = _read(path)
     if r is None:
-        return [f"## Similar-case retrieval\n\n_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
-    lines = ["## Similar-case retrieval (tcm-cases, `python -m eval.retrieval`)", "",
-             f"Held-out cases query the train split's cases by their findings; the herbs of the {r['k']} nearest "
-             "predict the held-out prescription (similarity-weighted) and their departments its label.", "",
-             _row(["encoder", "split", "P@5", "R@5", "P@10", "R@10", "R@20", "label accuracy", "label macro-F1"]),
-             _row(["---"] * 9)]  # fmt: skip
+        return _missing("Similar-case retrieval", path)
+    lines = _head("Similar-case retrieval (tcm-cases, `python -m eval.retrieval`)",
+                  f"Held-out cases query the train split's cases by their findings; the herbs of the {r['k']} nearest "
+                  "predict the held-out prescription (similarity-weighted) and their departments its label.",
+                  ["encoder", "split", "P@5", "R@5", "P@10", "R@10", "R@20", "label accuracy", "label macro-F1"])  # fmt: skip
     for e in r["results"]:
         name = e["encoder"]
         if e.get("training"):
@@ -279,12 +285,11 @@ def _retrieval_section(path: Path) -> list[str]:
 def _vectors_section(path: Path) -> list[str]:
     r = _read(path)
     if r is None:
-        return [f"## Vector index scale\n\n_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
-    lines = ["## Vector index scale (`python -m bench.vectors`)", "",
-             f"Vectors: {r.get('vectors', 'synthetic')}; single-query latency, {r['query_threads']} query thread(s). "
-             "Target at 1M: recall@10 ≥ 0.95 at ≥ 20× the exact speed.", "",
-             _row(["vectors", "index", "build s", "MB", "exact p50 ms", "p50 ms", "p99 ms", "recall@10", "speed-up"]),
-             _row(["---"] * 9)]  # fmt: skip
+        return _missing("Vector index scale", path)
+    lines = _head("Vector index scale (`python -m bench.vectors`)",
+                  f"Vectors: {r.get('vectors', 'synthetic')}; single-query latency, {r['query_threads']} query "
+                  "thread(s). Target at 1M: recall@10 ≥ 0.95 at ≥ 20× the exact speed.",
+                  ["vectors", "index", "build s", "MB", "exact p50 ms", "p50 ms", "p99 ms", "recall@10", "speed-up"])  # fmt: skip
     for s in r["sizes"]:
         lines.append(_row([f"{s['n']:,}", s["kind"], s["build_s"], s["index_mb"], s["exact_p50_ms"], s["p50_ms"],
                            s["p99_ms"], s["recall_at_10"], f"{s['speedup']}×"]))  # fmt: skip
