@@ -92,7 +92,7 @@ def evaluate_herb_rec(model: str | Path, data_dir: str | Path | None, ks: tuple[
 
 
 def evaluate_case_classify(model: str | Path, data_dir: str | Path | None) -> dict[str, Any]:
-    from models.case_classify import EnsembleClassifier
+    from models.case_classify import EnsembleClassifier, NBSVMCNNEnsemble
     from training.datasets import load_tcm_cases
 
     m = load_model(model, task="case-classify")
@@ -109,6 +109,12 @@ def evaluate_case_classify(model: str | Path, data_dir: str | Path | None) -> di
         preds["tfidf-svm"] = [labels[i] for i in dec.argmax(1)]
         preds["transformer"] = [labels[i] for i in lg.argmax(1)]
         preds["ensemble"] = [labels[i] for i in EnsembleClassifier.combine(dec, lg, m.weight).argmax(1)]
+    elif isinstance(m, NBSVMCNNEnsemble):
+        dec, lg = m.nbsvm.decision(xs), m.cnn.logits(xs)
+        preds["nbsvm"] = [labels[i] for i in dec.argmax(1)]
+        preds["char-cnn"] = [labels[i] for i in lg.argmax(1)]
+        combined = NBSVMCNNEnsemble.combine(dec, m.nbsvm.scale, lg, m.weight)
+        preds["nbsvm-cnn"] = [labels[i] for i in combined.argmax(1)]
     else:
         preds[m.kind] = m.predict(xs)
     for who, p in preds.items():

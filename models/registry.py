@@ -1,7 +1,7 @@
 """Learned models by task, in the one registry pattern (``kb.registry.Registry``); loading by name or path.
 
     herb-rec        symptom set -> ranked herbs        cooccurrence, mlp
-    case-classify   case text -> department (5 labels)  tfidf-svm, transformer, ensemble
+    case-classify   case text -> department (5 labels)  nbsvm, char-cnn, nbsvm-cnn, tfidf-svm, transformer, ensemble
 
 Entries are registered lazily (``"module:Class"``) so torch and scikit-learn load only when a model is picked.
 Every model class has ``kind``, ``task``, ``save(dir) -> config`` and ``load(dir, card) -> model``;
@@ -26,6 +26,9 @@ CASE_CLASSIFIERS: Registry[Any] = Registry("case-classify model")
 CASE_CLASSIFIERS.register("tfidf-svm", "models.case_classify:TfidfClassifier")
 CASE_CLASSIFIERS.register("transformer", "models.case_classify:TransformerClassifier")
 CASE_CLASSIFIERS.register("ensemble", "models.case_classify:EnsembleClassifier")
+CASE_CLASSIFIERS.register("nbsvm", "models.case_classify:NBSVMClassifier")
+CASE_CLASSIFIERS.register("char-cnn", "models.case_classify:CharCNNClassifier")
+CASE_CLASSIFIERS.register("nbsvm-cnn", "models.case_classify:NBSVMCNNEnsemble")
 
 REGISTRIES: dict[str, Registry[Any]] = {"herb-rec": HERB_RECOMMENDERS, "case-classify": CASE_CLASSIFIERS}
 

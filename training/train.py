@@ -4,8 +4,9 @@
                     ``mlp``: an ensemble of 5 MLPs with the per-herb softmax loss, see ``MLPConfig``) or the
                     ``cooccurrence`` floor. Epochs and the co-occurrence blend are picked on a seeded validation
                     split carved from train; the test split is only read by ``eval``.
-    case-classify   one artifact (``OUT``): ``tfidf-svm``, ``transformer`` or ``ensemble`` (both, with the
-                    weight picked on the published validation split).
+    case-classify   one artifact (``OUT``): default ``nbsvm`` (C and the probability temperature picked on the
+                    published validation split); also ``char-cnn``, ``nbsvm-cnn``, ``tfidf-svm``, ``transformer``
+                    and ``ensemble`` (tfidf-svm + transformer); ensemble weights picked on the same split.
 
 Configs are JSON or YAML files with the keys of :data:`HERB_REC_DEFAULTS` / :data:`CASE_DEFAULTS` (unknown
 keys are an error). Per-epoch validation metrics are logged and written to ``OUT/.../train_log.jsonl``.
@@ -44,7 +45,20 @@ HERB_REC_DEFAULTS: dict[str, Any] = {
     "mlp": {},  # MLPConfig overrides; its defaults were picked on validation splits carved from train
 }
 CASE_DEFAULTS: dict[str, Any] = {
-    "model": "ensemble",  # "tfidf-svm", "transformer" or "ensemble"
+    # "nbsvm" (NB-SVM over character n-grams + the record's opening + age; the best on validation), "char-cnn",
+    # "nbsvm-cnn" (both, weight picked on validation), or the earlier "tfidf-svm", "transformer", "ensemble"
+    # (tfidf-svm + transformer)
+    "model": "nbsvm",
+    "nbsvm": {
+        "ngram": [1, 3],
+        "min_df": 2,
+        "alpha": 1.0,
+        "C_grid": [1.0, 3.0, 10.0],
+        "head_chars": 20,
+        "head_weight": 1.5,
+        "age_weight": 1.0,
+    },
+    "cnn": {},  # CNNConfig overrides
     "tfidf": {"ngram": [1, 3], "C_grid": [1.0, 3.0, 10.0, 30.0], "sublinear_tf": False},
     "transformer": {},
     "ensemble_grid": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
@@ -237,7 +251,11 @@ def train_case_classify(
     root: Path, out: Path, cfg: dict[str, Any], seed: int, progress: bool
 ) -> tuple[list[Path], dict[str, Any]]:
     from models.case_classify import (
+        CharCNNClassifier,
+        CNNConfig,
         EnsembleClassifier,
+        NBSVMClassifier,
+        NBSVMCNNEnsemble,
         TfidfClassifier,
         TransformerClassifier,
         TransformerConfig,
@@ -255,16 +273,44 @@ def train_case_classify(
         raise InputError(f"select must be accuracy or macro_f1, got {sel!r}", "config.select")
     log = _EpochLog(None)
     kind = cfg["model"]
-    if kind not in ("tfidf-svm", "transformer", "ensemble"):
-        raise InputError(
-            f"unknown case-classify model {kind!r} (known: tfidf-svm, transformer, ensemble)", "config.model"
-        )
+    known = ("nbsvm", "char-cnn", "nbsvm-cnn", "tfidf-svm", "transformer", "ensemble")
+    if kind not in known:
+        raise InputError(f"unknown case-classify model {kind!r} (known: {', '.join(known)})", "config.model")
 
     def score(pred: list[int]) -> float:
         return float(classification_metrics(yv, pred, labels)[sel])  # type: ignore[arg-type]
 
-    tfidf = trans = None
+    tfidf = trans = nbsvm = cnn = None
     timing: dict[str, float] = {}
+    if kind in ("nbsvm", "nbsvm-cnn") and d.main:
+        t0 = time.time()
+        nc = dict(cfg["nbsvm"])
+        nb_keys = {"ngram", "min_df", "alpha", "C_grid", "head_chars", "head_weight", "age_weight"}
+        if set(nc) - nb_keys:
+            raise InputError(
+                f"unknown nbsvm config keys: {', '.join(sorted(set(nc) - nb_keys))} (known: {', '.join(sorted(nb_keys))})",
+                "config.nbsvm",
+            )
+        c_grid = nc.pop("C_grid", [3.0])
+        tried_nb = {}
+        for c in c_grid:
+            nb = NBSVMClassifier(**{**nc, "ngram": tuple(nc.get("ngram", (1, 3))), "c": float(c)}).fit(xt, yt)
+            tried_nb[c] = (score(nb.predict(xv)), nb)
+            logger.info("nbsvm C=%s: validation %s %.4f", c, sel, tried_nb[c][0])
+        best_c = max(tried_nb, key=lambda c: (tried_nb[c][0], -c))
+        nbsvm = tried_nb[best_c][1]
+        nbsvm.fit_scale(xv, yv)
+        log.rows.append(
+            {"stage": "nbsvm", "grid": {str(k): v[0] for k, v in tried_nb.items()}, "picked_C": best_c,
+             "scale": nbsvm.scale}
+        )  # fmt: skip
+        timing["nbsvm_seconds"] = round(time.time() - t0, 1)
+    if kind in ("char-cnn", "nbsvm-cnn") and d.main:
+        t0 = time.time()
+        cconf = CNNConfig.from_dict(dict(cfg["cnn"]))
+        cnn = CharCNNClassifier.build(cconf, xt, labels)
+        cnn.fit(xt, yt, lambda clf: score(clf.predict(xv)), seed, log("char-cnn"), progress)
+        timing["cnn_seconds"] = round(time.time() - t0, 1)
     if kind in ("tfidf-svm", "ensemble") and d.main:
         t0 = time.time()
         tc = cfg["tfidf"]
@@ -308,16 +354,27 @@ def train_case_classify(
         weight = max(grid, key=lambda w: (grid[w], -abs(w - 0.5)))
         log.rows.append({"stage": "ensemble", "grid": {str(k): v for k, v in grid.items()}, "picked_weight": weight})
         model: Any = EnsembleClassifier(tfidf, trans, weight)
+    elif kind == "nbsvm-cnn":
+        assert nbsvm is not None and cnn is not None
+        dec, lg = nbsvm.decision(xv), cnn.logits(xv)
+        grid = {
+            w: score([labels[i] for i in NBSVMCNNEnsemble.combine(dec, nbsvm.scale, lg, w).argmax(1)])
+            for w in cfg["ensemble_grid"]
+        }
+        weight = max(grid, key=lambda w: (grid[w], -w))  # ties go to the (cheaper, steadier) linear member
+        log.rows.append({"stage": "ensemble", "grid": {str(k): v for k, v in grid.items()}, "picked_weight": weight})
+        model = NBSVMCNNEnsemble(nbsvm, cnn, weight)
     else:
-        model = tfidf if kind == "tfidf-svm" else trans
+        model = {"tfidf-svm": tfidf, "transformer": trans, "nbsvm": nbsvm, "char-cnn": cnn}[kind]
     val_metrics = classification_metrics(yv, model.predict(xv), labels)
     members = {}
-    if kind == "ensemble":
-        assert tfidf is not None and trans is not None
-        members = {
-            "tfidf-svm": _short(classification_metrics(yv, tfidf.predict(xv), labels)),
-            "transformer": _short(classification_metrics(yv, trans.predict(xv), labels)),
-        }
+    pairs = {
+        "ensemble": (("tfidf-svm", tfidf), ("transformer", trans)),
+        "nbsvm-cnn": (("nbsvm", nbsvm), ("char-cnn", cnn)),
+    }
+    for who, member in pairs.get(kind, ()):
+        assert member is not None
+        members[who] = _short(classification_metrics(yv, member.predict(xv), labels))
     save_artifact(
         model, out,
         data={**ds.card.to_dict(), "report": ds.report.to_dict(), "identifiers_found": identifiers,

@@ -53,12 +53,34 @@ def _ensemble() -> Any:
     return EnsembleClassifier(_tfidf(), _transformer(), 0.3)
 
 
+def _nbsvm() -> Any:
+    from models.case_classify import NBSVMClassifier
+
+    return NBSVMClassifier(min_df=1, head_chars=4).fit(TEXTS, LABELS)
+
+
+def _cnn() -> Any:
+    from models.case_classify import CharCNNClassifier, CNNConfig
+
+    cfg = CNNConfig(embed=8, filters=4, kernels=(1, 2), max_len=16, epochs=1, min_char_count=1)
+    return CharCNNClassifier.build(cfg, TEXTS, [0, 3, 6]).fit(TEXTS, LABELS, progress=False)
+
+
+def _nbsvm_cnn() -> Any:
+    from models.case_classify import NBSVMCNNEnsemble
+
+    return NBSVMCNNEnsemble(_nbsvm(), _cnn(), 0.3)
+
+
 BUILDERS = {
     ("herb-rec", "cooccurrence"): _cooc,
     ("herb-rec", "mlp"): _mlp,
     ("case-classify", "tfidf-svm"): _tfidf,
     ("case-classify", "transformer"): _transformer,
     ("case-classify", "ensemble"): _ensemble,
+    ("case-classify", "nbsvm"): _nbsvm,
+    ("case-classify", "char-cnn"): _cnn,
+    ("case-classify", "nbsvm-cnn"): _nbsvm_cnn,
 }
 
 
