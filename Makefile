@@ -32,7 +32,7 @@ test-browser: install
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 	command -v chromium >/dev/null 2>&1 || { echo "test-browser: Debian's chromium is needed (apt-get install chromium)"; exit 1; }
 	$(PIP) install -q -e '.[dev,browser]'
-	$(PY) -m pytest -q -m browser -p no:cacheprovider
+	$(PY) -m pytest -q -m browser -p no:cacheprovider tests/browser
 
 test-slow: install
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
