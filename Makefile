@@ -57,6 +57,7 @@ eval: install
 	mkdir -p artifacts/reports
 	test -f artifacts/models/herb-rec/smgcn/model_card.json || $(TCM) train herb-rec --data $(DATA) --out artifacts/models/herb-rec
 	test -f artifacts/models/case-classify/model_card.json || $(TCM) train case-classify --data $(DATA) --out artifacts/models/case-classify --allow-identifiers
+	test -f artifacts/models/case-classify-char-cnn/model_card.json || $(TCM) train case-classify --data $(DATA) --out artifacts/models/case-classify-char-cnn --config eval/configs/case-classify-char-cnn.json --allow-identifiers
 	test -f artifacts/cases/cases.sqlite || $(TCM) cases build --data $(DATA) --out artifacts/cases
 	$(PY) -m eval.syndromes --models artifacts --json > artifacts/reports/syndromes.json.tmp && mv artifacts/reports/syndromes.json.tmp artifacts/reports/syndromes.json
 	$(PY) -m eval.retrieval --data $(DATA) --bert-budget 900 --out artifacts/reports/retrieval.json > /dev/null

@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--config", metavar="FILE", help="JSON or YAML config (keys: see training/train.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-identifiers", action="store_true", help="train on text that still has direct identifiers")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (off when stderr is no terminal)")
     p.add_argument("--json", action="store_true", help="print the validation metrics as one JSON document")
     p.set_defaults(func=cmd_train)
 
@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     res = train(
         args.task, args.data, args.out, cfg, seed=args.seed,
-        allow_identifiers=args.allow_identifiers, progress=not args.no_progress,
+        allow_identifiers=args.allow_identifiers, progress=not args.no_progress and sys.stderr.isatty(),
     )  # fmt: skip
     if not res.artifacts:  # a non-zero rank under torchrun
         return 0

@@ -4,7 +4,8 @@
                     TCM-PD) for the model and for the co-occurrence floor fitted on that dataset's full train
                     split. ``--model`` is one artifact or a directory of per-dataset artifacts.
     case-classify   accuracy and macro-F1 on the tcm-cases test split, for the model and (for an ensemble) for
-                    each of its members.
+                    each of its members, and for the scikit-learn floor trained in the same run (TF-IDF over
+                    character 1-3-grams + linear SVM, C picked on the validation split).
 
 The test split is read here only; nothing is selected on it.
 """
@@ -91,7 +92,35 @@ def evaluate_herb_rec(model: str | Path, data_dir: str | Path | None, ks: tuple[
     return out
 
 
-def evaluate_case_classify(model: str | Path, data_dir: str | Path | None) -> dict[str, Any]:
+def case_classify_floor(ds: Any) -> dict[str, Any]:
+    """The scikit-learn floor, trained here: TF-IDF + linear SVM on the train split, C picked on the validation
+    split (the training defaults' grid), scored on the test split."""
+    import time
+
+    from models.case_classify import TfidfClassifier
+    from training.datasets import case_texts_with_validation
+    from training.train import CASE_DEFAULTS
+
+    t0 = time.perf_counter()
+    ds = case_texts_with_validation(ds)
+    train, val, test = ds.split("train"), ds.split("val"), ds.split("test")
+    xt, yt = [c.text for c in train], [c.label for c in train]
+    yv = [c.label for c in val]
+    tc = CASE_DEFAULTS["tfidf"]
+    best: tuple[float, float, Any] | None = None
+    for c in tc["C_grid"]:
+        m = TfidfClassifier(tuple(tc["ngram"]), float(c), bool(tc["sublinear_tf"])).fit(xt, yt)
+        acc = float(classification_metrics(yv, m.predict([x.text for x in val]), ds.labels)["accuracy"])
+        if best is None or acc > best[0]:
+            best = (acc, float(c), m)
+    assert best is not None
+    test_metrics = classification_metrics([c.label for c in test], best[2].predict([c.text for c in test]), ds.labels)
+    return {"model": "tfidf-svm", "picked_C": best[1], "validation_accuracy": best[0], "test": test_metrics,
+            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+def evaluate_case_classify(model: str | Path, data_dir: str | Path | None, floor: bool = True) -> dict[str, Any]:
+    """``floor=False`` leaves out the same-run TF-IDF + SVM floor (about a minute on the full data)."""
     from models.case_classify import EnsembleClassifier, NBSVMCNNEnsemble
     from training.datasets import load_tcm_cases
 
@@ -127,6 +156,8 @@ def evaluate_case_classify(model: str | Path, data_dir: str | Path | None) -> di
         "label_names": {str(k): v for k, v in ds.label_names.items()},
         "models": models,
         "validation": m.card.get("metrics", {}),
+        "training_seconds": {k: v for k, v in m.card.get("training", {}).items() if k.endswith("_seconds")},
+        **({"floor": case_classify_floor(ds)} if floor else {}),
         "anchors": ANCHORS["tcm-cases"],
         "targets": TARGETS["tcm-cases"],
     }

@@ -180,11 +180,25 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
     # ---- case-classify --------------------------------------------------------------------------
     cc = evaluate_case_classify(case_dir, data)
     results["case-classify"] = cc
+    # other case-classify artifacts beside the default one (make eval trains the pytorch char-CNN there)
+    others = [
+        evaluate_case_classify(d, data, floor=False)
+        for d in sorted(models.glob("case-classify-*"))
+        if (d / "model_card.json").is_file()
+    ]
+    results["case-classify-others"] = others
     lines += [f"## Case classification (text → department; tcm-cases test, {cc['n_test']} cases)", ""]
     lines.append(_row(["model", "accuracy", "macro-F1"]))
     lines.append(_row(["---", "---", "---"]))
     for who, m in cc["models"].items():
         lines.append(_row([f"**{who}**" if who == cc["kind"] else who, _f(m["accuracy"]), _f(m["macro_f1"])]))
+    for extra in others:
+        for who, m in extra["models"].items():
+            lines.append(_row([f"{who} (`{Path(extra['artifact']).name}`)", _f(m["accuracy"]), _f(m["macro_f1"])]))
+    if cc.get("floor"):
+        fl = cc["floor"]
+        lines.append(_row([f"TF-IDF + SVM (this run, C {fl['picked_C']:g} picked on validation)",
+                           _f(fl["test"]["accuracy"]), _f(fl["test"]["macro_f1"])]))  # fmt: skip
     for who, a in ANCHORS["tcm-cases"].items():
         lines.append(_row([who, _f(a["accuracy"]), _f(a["macro_f1"])]))
     t = TARGETS["tcm-cases"]
@@ -194,6 +208,15 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
     if val:
         lines.append(f"Validation (selection split): accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}")
         lines.append("")
+    took = [
+        f"{k.removesuffix('_seconds')} {v:.0f} s" + (f" (`{Path(r['artifact']).name}`)" if r is not cc else "")
+        for r in (cc, *others)
+        for k, v in r.get("training_seconds", {}).items()
+    ]
+    if cc.get("floor"):
+        took.append(f"TF-IDF + SVM floor (C grid, trained and scored here) {cc['floor']['seconds']:.0f} s")
+    if took:
+        lines += ["Training wall time: " + "; ".join(took) + ".", ""]
     names = [
         cc["label_names"].get(str(label), str(label)).split(" (")[0] for label in cc["models"][cc["kind"]]["labels"]
     ]

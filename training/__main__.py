@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         res = train(args.task, args.data, args.out, load_config(args.config), args.seed,
-                    args.allow_identifiers, progress=not args.no_progress)  # fmt: skip
+                    args.allow_identifiers, progress=not args.no_progress and sys.stderr.isatty())  # fmt: skip
     except TCMError as exc:
         sys.stderr.write(f"training: error: {exc}\n")
         return 2

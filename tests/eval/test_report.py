@@ -16,9 +16,15 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
     train("herb-rec", FIX, models / "herb-rec", {"mlp": {"hidden": 16, "epochs": 2}}, progress=False)
     tfidf = {"model": "tfidf-svm", "tfidf": {"ngram": [1, 2], "C_grid": [1.0], "sublinear_tf": False}}
     train("case-classify", FIX, models / "case-classify", tfidf, allow_identifiers=True, progress=False)
+    cnn = {"model": "char-cnn", "cnn": {"embed": 8, "filters": 4, "kernels": [1, 2], "max_len": 32, "epochs": 1}}
+    train("case-classify", FIX, models / "case-classify-char-cnn", cnn, allow_identifiers=True, progress=False)
     out = tmp_path / "reports"
     assert main(["--data", str(FIX), "--models", str(models), "--out", str(out)]) == 0
     text = (out / "report.md").read_text(encoding="utf-8")
+    # the pytorch model beside the default one, and the scikit-learn floor trained in this run, with wall times
+    assert "| char-cnn (`case-classify-char-cnn`) |" in text
+    assert "| TF-IDF + SVM (this run, C " in text and "Training wall time: tfidf " in text
+    assert "cnn " in text.split("Training wall time:")[1].split("\n")[0]
     assert "SMGCN re-run" in text and "TCM-BERT" in text and "co-occurrence (this run)" in text
     assert "standard NDCG" in text
     for png in ("herb-rec-smgcn-curves.png", "herb-rec-tcm-pd-curves.png", "case-classify-confusion.png"):

@@ -166,6 +166,9 @@ def test_train_and_eval_on_the_fixture_data(kind: str, tmp_path: Path) -> None:
     want = {"nbsvm"} if kind == "nbsvm" else {"nbsvm", "char-cnn", "nbsvm-cnn"}
     assert set(ev["models"]) == want and set(res.validation["members"]) == want - {kind}
     assert ev["models"]["nbsvm"]["accuracy"] >= 0.6
+    # the scikit-learn floor is trained and scored in the same run, its C picked on validation
+    assert ev["floor"]["model"] == "tfidf-svm" and ev["floor"]["picked_C"] in (1.0, 3.0, 10.0, 30.0)
+    assert ev["floor"]["test"]["n"] == ev["models"]["nbsvm"]["n"]
 
 
 def test_unknown_nbsvm_or_cnn_config_keys_are_input_errors(tmp_path: Path) -> None:
