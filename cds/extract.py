@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kb as kbmod
-from kb.normalize import normalize, t2s_table
+from kb.normalize import cn_number, normalize, t2s_table
 
 PARAMS_FILE = Path(__file__).resolve().parent / "params.json"
 
@@ -313,7 +313,6 @@ class Demographics:
     pregnant: bool | None = None
 
 
-_CN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
 _AGE_YEARS = re.compile(r"(\d{1,3}|[一二两三四五六七八九十]{1,3})\s*(?:周岁|岁)(半)?")
 _AGE_MONTHS = re.compile(r"(\d{1,2}|[一二两三四五六七八九十]{1,2})\s*(?:个月|月龄)(?!前|后|来|余|内|以来)")
 _AGE_DAYS = re.compile(r"(?:出生|生后|新生儿)[^，。；]{0,4}?(\d{1,2})\s*(?:天|日)")
@@ -325,18 +324,6 @@ _PREGNANT = re.compile(
 )
 
 
-def _number(s: str) -> float:
-    if s.isdigit():
-        return float(s)
-    if s.startswith("十"):  # 十二 = 12
-        return 10.0 + (_CN_DIGITS.get(s[1:], 0) if len(s) > 1 else 0)
-    if len(s) == 3 and s[1] == "十":  # 二十五
-        return _CN_DIGITS[s[0]] * 10.0 + _CN_DIGITS.get(s[2], 0)
-    if len(s) == 2 and s[1] == "十":  # 二十
-        return _CN_DIGITS[s[0]] * 10.0
-    return float(_CN_DIGITS.get(s[0], 0))
-
-
 def demographics(text: str) -> Demographics:
     """Age, sex and pregnancy from the words of a note; None where the note does not say."""
     if not text:
@@ -344,12 +331,12 @@ def demographics(text: str) -> Demographics:
     s = unicodedata.normalize("NFKC", text)
     head = s[:40]  # the patient is introduced at the start of a note
     age: float | None = None
-    if m := _AGE_YEARS.search(head):
-        age = _number(m.group(1)) + (0.5 if m.group(2) else 0.0)
-    elif (m := _AGE_MONTHS.search(head)) and _CHILD_WORDS.search(head):
-        age = _number(m.group(1)) / 12.0
-    elif m := _AGE_DAYS.search(head):
-        age = _number(m.group(1)) / 365.0
+    if (m := _AGE_YEARS.search(head)) and (n := cn_number(m.group(1))) is not None:
+        age = n + (0.5 if m.group(2) else 0.0)
+    elif (m := _AGE_MONTHS.search(head)) and _CHILD_WORDS.search(head) and (n := cn_number(m.group(1))) is not None:
+        age = n / 12.0
+    elif (m := _AGE_DAYS.search(head)) and (n := cn_number(m.group(1))) is not None:
+        age = n / 365.0
     child = True if _CHILD_WORDS.search(head) else None
     female, male = bool(_FEMALE.search(head)), bool(_MALE.search(head))
     sex = "female" if female and not male else "male" if male and not female else None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kb.errors import InputError
+from kb.normalize import CN_NUMERALS, cn_number
 
 # grams per unit; modern conversions used in Chinese practice (1 钱 ≈ 3 g, 1 两 ≈ 30 g, 1 分 ≈ 0.3 g)
 MASS_UNITS: dict[str, float] = {
@@ -28,20 +29,6 @@ COUNT_UNITS = frozenset("枚片个個只条條朵粒根节節张張对對头頭�
 SETTINGS = ("outpatient", "emergency", "inpatient", "discharge")
 _NUM = r"(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)"
 _DOSE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[A-Za-z\u4e00-\u9fff]*)\s*$")
-_CN_DIGITS = {
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-    "十": 10,
-    "半": 0.5,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +85,7 @@ def _parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
         raise InputError("empty dose", where)
     m = _DOSE.match(s)
     if m is None:
-        if s[0] in _CN_DIGITS and len(s) >= 2 and s[-1] in COUNT_UNITS | set(MASS_UNITS):
+        if s[0] in CN_NUMERALS and len(s) >= 2 and s[-1] in COUNT_UNITS | set(MASS_UNITS):
             num, unit = _cn_number(s[:-1], where), s[-1]
         else:
             raise InputError(
@@ -125,11 +112,10 @@ def _parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
 
 
 def _cn_number(s: str, where: str) -> float:
-    if s in _CN_DIGITS:
-        return float(_CN_DIGITS[s])
-    if len(s) == 2 and s[0] == "十" and s[1] in _CN_DIGITS:
-        return 10.0 + _CN_DIGITS[s[1]]
-    raise InputError(f"cannot read the number {s!r}", where)
+    v = cn_number(s)
+    if v is None:
+        raise InputError(f"cannot read the number {s!r}", where)
+    return v
 
 
 def _number(value: Any, where: str) -> float:

@@ -79,3 +79,44 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 
 def has_cjk(text: str) -> bool:
     return _CJK.search(text) is not None
+
+
+# Chinese numerals as clinical text writes them: ages (三岁, 二十五岁, 年七旬, 廿三), doses (三钱, 十五克, 半两) and dates.
+CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+CN_NUMERALS = frozenset(CN_DIGITS) | frozenset("十百廿卅半")
+
+
+def cn_number(text: str) -> float | None:
+    """The value of a number written in digits ('12', '4.5', '4. 5', full-width '１２') or in Chinese numerals ('三',
+    '十五', '二十', '一百零五', '廿三', '两', '半', '三半' = 3.5), else None. A range of two neighbouring digits reads
+    as its upper end, as an age or a dose is meant (七八岁 -> 8, 十八九 -> 19, 二三十 -> 30); other digits in a row
+    ('三二') are not one number and give None: callers that read 叶天士's '某，三二，' (32) do so themselves."""
+    s = unicodedata.normalize("NFKC", text).replace(" ", "")
+    if not s:
+        return None
+    if s[0].isdigit() or s[0] == ".":
+        try:
+            return float(s)
+        except ValueError:
+            return None
+    total, cur, last_digit = 0.0, 0.0, False
+    for i, ch in enumerate(s):
+        if ch in CN_DIGITS:
+            if last_digit and CN_DIGITS[ch] != cur + 1:
+                return None
+            cur, last_digit = float(CN_DIGITS[ch]), ch not in "零〇"
+            continue
+        last_digit = False
+        if ch == "十":
+            total, cur = total + (cur or 1) * 10, 0.0
+        elif ch == "百":
+            total, cur = total + (cur or 1) * 100, 0.0
+        elif ch == "廿":
+            total += 20
+        elif ch == "卅":
+            total += 30
+        elif ch == "半" and i == len(s) - 1:
+            return total + cur + 0.5
+        else:
+            return None
+    return total + cur

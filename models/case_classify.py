@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kb.errors import ArtifactError, InputError
+from kb.normalize import CN_DIGITS, cn_number
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +324,6 @@ class EnsembleClassifier:
 # ------------------------------------------------------------------------------------------------
 # the patient's age, where a record states it (a strong department signal: 儿科 takes the children)
 
-_CN_DIGIT = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _NUM = r"(\d{1,3}|[一二两三四五六七八九十廿卅百]{1,4})"
 _AGE_PATTERNS = (
     (re.compile(_NUM + r"(?:周岁|岁半?|龄)"), 1.0),  # 三岁, 12岁, 五龄
@@ -335,39 +335,17 @@ _YE_STYLE = re.compile(r"^[^，。|：:]{1,4}[，,]?([一二三四五六七八�
 AGE_BUCKETS = ((1.0, "infant"), (6.0, "toddler"), (14.0, "child"), (18.0, "teen"), (45.0, "adult"), (1e9, "older"))
 
 
-def _cn_number(s: str) -> float | None:
-    if s.isdigit():
-        return float(s)
-    total, cur = 0.0, 0.0
-    for ch in s:
-        if ch in _CN_DIGIT:
-            cur = _CN_DIGIT[ch]
-        elif ch == "十":
-            total += (cur or 1) * 10
-            cur = 0
-        elif ch == "百":
-            total += (cur or 1) * 100
-            cur = 0
-        elif ch == "廿":
-            total += 20
-        elif ch == "卅":
-            total += 30
-        else:
-            return None
-    return total + cur
-
-
 def case_age(text: str, head: int = 120) -> float | None:
     """The patient's age in years as the opening of a case record states it (三岁, 年十四, 七月婴孩, 年七旬,
     叶天士's 某，三二，), or None. Looked for in the first ``head`` characters, where records name the patient."""
     t = text[:head]
     ye = _YE_STYLE.match(t)
     if ye:
-        tens, units = _CN_DIGIT[ye.group(1)], _CN_DIGIT.get(ye.group(2), 0)
+        tens, units = CN_DIGITS[ye.group(1)], CN_DIGITS.get(ye.group(2), 0)
         return float(tens * 10 + units)
     for pattern, scale in _AGE_PATTERNS:
         for found in pattern.finditer(t):
-            v = _cn_number(found.group(1))
+            v = cn_number(found.group(1))
             if v is not None and 0 < v <= 110:
                 return v * scale
     return None

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kb.errors import InputError
+from kb.normalize import CN_DIGITS, cn_number
 
 logger = logging.getLogger(__name__)
 
@@ -147,30 +148,15 @@ DATE_RES = [
 ]  # fmt: skip
 AGE_RE = re.compile(rf"(?P<n>\d{{2,3}}|{_CN}{{2,4}}|百[零〇一二三四五六七八九十]*)\s*(?:周岁|岁)")
 
-CN_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-
 
 def _cn_int(s: str) -> int | None:
-    if s.isdigit():
-        return int(s)
-    total, cur = 0, 0
-    for ch in s:
-        if ch in CN_DIGIT:
-            cur = CN_DIGIT[ch]
-        elif ch == "十":
-            total += (cur or 1) * 10
-            cur = 0
-        elif ch == "百":
-            total += (cur or 1) * 100
-            cur = 0
-        else:
-            return None
-    return total + cur
+    v = cn_number(s)
+    return int(v) if v is not None and v.is_integer() else None
 
 
 def _cn_year(s: str) -> int | None:
-    if len(s) == 4 and all(c in CN_DIGIT for c in s):
-        return int("".join(str(CN_DIGIT[c]) for c in s))
+    if len(s) == 4 and all(c in "零〇一二三四五六七八九" for c in s):
+        return int("".join(str(CN_DIGITS[c]) for c in s))
     return None
 
 

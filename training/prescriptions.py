@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kb.normalize import cn_number
+
 # Processing and provenance words written before a herb's name (生 raw, 炒 stir-fried, 川 Sichuan …).
 PREFIXES = tuple(
     sorted(
@@ -44,20 +46,6 @@ UNITS = {
     "朵": "朵", "匙": "匙", "杯": "杯", "盏": "盏",
 }  # fmt: skip
 GRAMS = {"g": 1.0, "钱": 3.0, "两": 30.0, "分": 0.3, "厘": 0.03}  # modern convention: 1 钱 ≈ 3 g
-CN_DIGITS = {
-    "零": 0,
-    "〇": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
 LABELS = ("处方", "方药", "药用", "方用", "药物", "方剂", "用药", "拟方", "方")
 
 _NUM = r"(?:\d+(?:\s*\.\s*\d+)?|[零〇一二三四五六七八九十百两半]+)"
@@ -81,35 +69,6 @@ class ExtractedHerb:
 class Prescription:
     segment: int  # index of the |-separated segment it came from
     herbs: tuple[ExtractedHerb, ...]
-
-
-def cn_number(s: str) -> float | None:
-    """'9', '4. 5', '三', '十五', '二十', '半', '两' -> number."""
-    s = s.replace(" ", "")
-    if not s:
-        return None
-    if s[0].isdigit():
-        try:
-            return float(s)
-        except ValueError:
-            return None
-    if s == "半":
-        return 0.5
-    total, cur = 0, 0
-    for ch in s:
-        if ch in CN_DIGITS:
-            cur = CN_DIGITS[ch]
-        elif ch == "十":
-            total += (cur or 1) * 10
-            cur = 0
-        elif ch == "百":
-            total += (cur or 1) * 100
-            cur = 0
-        elif ch == "半":
-            return float(total + cur) + 0.5
-        else:
-            return None
-    return float(total + cur)
 
 
 class HerbLexicon:

@@ -14,7 +14,7 @@ from training.datasets import (
     load_tcm_pd,
     resolve_data_dir,
 )
-from training.prescriptions import HerbLexicon, cn_number, extract_prescriptions
+from training.prescriptions import HerbLexicon, extract_prescriptions
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "research"
 
@@ -119,11 +119,6 @@ LEX = HerbLexicon(
         "猪苓",
     ]
 )
-
-
-def test_cn_numbers() -> None:
-    assert cn_number("三") == 3 and cn_number("十五") == 15 and cn_number("二十") == 20
-    assert cn_number("半") == 0.5 and cn_number("4. 5") == 4.5 and cn_number("两") == 2
 
 
 def test_modern_labelled_prescription_with_each() -> None:
