@@ -76,11 +76,12 @@ def evaluate_herb_rec(model: str | Path, data_dir: str | Path | None, ks: tuple[
         xs, ys = [e.symptoms for e in test], [e.herbs for e in test]
         tr = ds.split("train")
         floor = CooccurrenceRecommender(ds.symptoms, ds.herbs).fit([e.symptoms for e in tr], [e.herbs for e in tr])
+        scores = m.score(xs)
         out["datasets"][name] = {
             "artifact": str(path),
             "kind": m.kind,
             "n_test": len(test),
-            "model": ranking_metrics(m.score(xs), ys, ks),
+            "model": ranking_metrics(scores, ys, ks),
             "cooccurrence": ranking_metrics(floor.score(xs), ys, ks),
             "validation": m.card.get("metrics", {}).get("validation", {}),
             "validation_cooccurrence": m.card.get("metrics", {}).get("validation_cooccurrence", {}),
@@ -88,7 +89,57 @@ def evaluate_herb_rec(model: str | Path, data_dir: str | Path | None, ks: tuple[
             "train_seconds": m.card.get("training", {}).get("seconds"),
             "anchors": ANCHORS.get(name, {}),
             "targets": TARGETS.get(name, {}),
+            "by_support": support_analysis(tr, test, scores, len(ds.herbs), TARGETS.get(name, {}).get("P@5")),
         }
+    return out
+
+
+def support_analysis(
+    train: Any, test: Any, scores: Any, n_herbs: int, target_p5: float | None = None, threshold: int = 100
+) -> dict[str, Any]:
+    """How close to the attainable a recommender is, from the training data alone: the test prescriptions whose exact
+    symptom set occurs at least ``threshold`` times in train are scored by that set's herb frequencies there (with
+    so many examples of the very same input, close to the best any recommender that sees only the symptom set can
+    do) beside the model; the rest by the model alone. With ``target_p5``: the P@5 the other rows would need for
+    the whole test split to reach it while the frequent rows stay at the frequency's level."""
+    import numpy as np
+
+    def key(symptoms: Any) -> tuple[int, ...]:
+        return tuple(sorted(set(symptoms)))
+
+    support: dict[tuple[int, ...], int] = {}
+    for e in train:
+        support[key(e.symptoms)] = support.get(key(e.symptoms), 0) + 1
+    freq: dict[tuple[int, ...], Any] = {k: np.zeros(n_herbs) for k, c in support.items() if c >= threshold}
+    for e in train:
+        row = freq.get(key(e.symptoms))
+        if row is not None:
+            row[list(e.herbs)] += 1
+    frequent = [i for i, e in enumerate(test) if key(e.symptoms) in freq]
+    seen = set(frequent)
+    rare = [i for i in range(len(test)) if i not in seen]
+
+    def short(m: dict[str, float]) -> dict[str, float]:
+        return {k: m[k] for k in ("P@5", "R@20")}
+
+    out: dict[str, Any] = {"threshold": threshold, "n_test": len(test)}
+    ys = [test[i].herbs for i in frequent]
+    if frequent:
+        exact = np.stack([freq[key(test[i].symptoms)] for i in frequent])
+        out["frequent"] = {
+            "n": len(frequent),
+            "model": short(ranking_metrics(scores[frequent], ys, (5, 20))),
+            "exact_set_frequency": short(ranking_metrics(exact, ys, (5, 20))),
+        }
+    if rare:
+        out["rare"] = {
+            "n": len(rare),
+            "model": short(ranking_metrics(scores[rare], [test[i].herbs for i in rare], (5, 20))),
+        }
+    if target_p5 is not None and frequent and rare:
+        at_best = out["frequent"]["exact_set_frequency"]["P@5"]
+        out["target_P@5"] = target_p5
+        out["rare_P@5_needed"] = (target_p5 * len(test) - at_best * len(frequent)) / len(rare)
     return out
 
 

@@ -119,6 +119,25 @@ def _model_line(r: dict[str, Any]) -> str:
     )
 
 
+def _support_lines(b: dict[str, Any]) -> list[str]:
+    """What the training data allow: the rows whose exact symptom set is frequent in train, scored by its herbs."""
+    f, r = b.get("frequent"), b.get("rare")
+    if not f:
+        return []
+    text = (
+        f"What the symptom set allows: {f['n']} of {b['n_test']} test prescriptions ({f['n'] / b['n_test']:.0%}) have "
+        f"a symptom set that occurs at least {b['threshold']} times in train. On them, that set's herb frequencies "
+        f"in train give P@5 {f['exact_set_frequency']['P@5']:.4f} / R@20 {f['exact_set_frequency']['R@20']:.4f}, "
+        f"close to the best any recommender that sees only the symptom set can do; ours gives "
+        f"{f['model']['P@5']:.4f} / {f['model']['R@20']:.4f}."
+    )
+    if r:
+        text += f" On the other {r['n']}, ours gives P@5 {r['model']['P@5']:.4f} / R@20 {r['model']['R@20']:.4f}."
+    if "rare_P@5_needed" in b:
+        text += f" For P@5 {b['target_P@5']:.2f} on the whole split, those would need P@5 {b['rare_P@5_needed']:.4f}."
+    return [text, ""]
+
+
 def build_report(data: str | None, models: Path, out: Path, retrain: bool = False) -> Path:
     from models.herb_rec import CooccurrenceRecommender
     from models.registry import load_model
@@ -165,6 +184,7 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
             lines.append(f"Validation, co-occurrence floor: {', '.join(f'{k} {v:.4f}' for k, v in vc.items())}")
             lines.append("")
         lines += [_model_line(r), ""]
+        lines += _support_lines(r.get("by_support", {}))
         m = load_model(r["artifact"], task="herb-rec")
         ds = HERB_REC_LOADERS[name](data)
         test, tr = ds.split("test"), ds.split("train")

@@ -38,3 +38,20 @@ def test_classification_matches_sklearn() -> None:
     assert m["accuracy"] == pytest.approx(accuracy_score(yt, yp))
     assert m["macro_f1"] == pytest.approx(f1_score(yt, yp, average="macro"))
     assert sum(map(sum, m["confusion"])) == len(yt)
+
+
+def test_support_analysis_scores_frequent_symptom_sets_by_their_herbs_in_train() -> None:
+    from types import SimpleNamespace as Row
+
+    from eval.evaluate import support_analysis
+
+    train = [Row(symptoms=(0,), herbs=h) for h in ((1, 2), (1, 3), (1, 2))] + [Row(symptoms=(5,), herbs=(4,))]
+    test = [Row(symptoms=(0,), herbs=(1, 2)), Row(symptoms=(5,), herbs=(4,))]
+    scores = np.zeros((2, 25))
+    scores[0, 20:25] = 1.0  # the model misses on the frequent row, hits on the rare one
+    scores[1, 4] = 1.0
+    got = support_analysis(train, test, scores, n_herbs=25, target_p5=0.3, threshold=3)
+    assert got["frequent"]["n"] == 1 and got["rare"]["n"] == 1
+    assert got["frequent"]["exact_set_frequency"]["P@5"] == 0.4  # herbs 1 and 2 ranked first: 2 of 5
+    assert got["frequent"]["model"]["P@5"] == 0.0 and got["rare"]["model"]["P@5"] == 0.2
+    assert got["rare_P@5_needed"] == pytest.approx((0.3 * 2 - 0.4) / 1)
