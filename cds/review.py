@@ -224,7 +224,10 @@ class Plan:
                          if (rules := tuple(rule for rule, mem in by.get(r.id, ()) if matches(mem, r)))},
                 fact_id={fld: str(r.form_id if fld in own else r.id) for fld in ("pregnancy", "dose_g", "preparation")},
             )  # fmt: skip
-            f = replace(f, triggers=_triggers(f), pair_keys=tuple((rule.id, side) for rule, side in f.pairs))
+            triggers = _triggers(f)
+            if kb.deprecated and (kb.deprecation("herb", r.id) or (r.form_id and kb.deprecation("form", r.form_id))):
+                triggers |= {"deprecated"}
+            f = replace(f, triggers=triggers, pair_keys=tuple((rule.id, side) for rule, side in f.pairs))
         if len(self._facts) < 100_000:
             self._facts[name] = f
         return f
@@ -256,6 +259,7 @@ TRIGGERS: dict[str, frozenset[str]] = {
     "preparation": frozenset({"preparation"}),
     "duration": frozenset({"days", "member"}),
     "population": frozenset({"toxicity"}),
+    "deprecated": frozenset({"deprecated"}),
 }
 
 
@@ -645,6 +649,40 @@ def check_duplicate(ctx: Context) -> list[Finding]:
                     for ln in lns[1:]
                 ),
             )  # fmt: skip
+        )
+    return out
+
+
+@CHECKS.register("deprecated")
+def check_deprecated(ctx: Context) -> list[Finding]:
+    """A herb or processed form that curators have withdrawn from the knowledge base (kept so that old prescriptions
+    still resolve): its facts may be outdated, so the prescriber is told, with the replacement when there is one."""
+    out = []
+    for ln in ctx.lines:
+        r = ln.res
+        if not r.resolved or r.id is None:
+            continue
+        kind, ident = ("form", r.form_id) if r.form_id and ctx.kb.deprecation("form", r.form_id) else ("herb", r.id)
+        dep = ctx.kb.deprecation(kind, ident)
+        if dep is None:
+            continue
+        table = ctx.kb.forms if kind == "form" else ctx.kb.herbs
+        new = table[dep["replaced_by"]].name if dep.get("replaced_by") in table else None
+        why_zh = f"（{dep['reason']}）" if dep.get("reason") else ""
+        why_en = f" ({dep['reason']})" if dep.get("reason") else ""
+        out.append(
+            Finding(
+                rule_id="deprecated",
+                kind="deprecated",
+                severity=m.Severity.WARNING,
+                herbs=(ln.item.herb,),
+                message_zh=f"{ln.item.herb}：知识库已停用{ln.label}{why_zh}" + (f"，由{new}替代" if new else ""),
+                message_en=f"{ln.item.herb}: {ln.label} is withdrawn from the knowledge base{why_en}"
+                + (f"; replaced by {new}" if new else ""),
+                source=None,
+                items=(ln.item.pos,),
+                detail={"entry": f"{kind}:{ident}", **({"replaced_by": dep["replaced_by"]} if new else {})},
+            )
         )
     return out
 
