@@ -101,7 +101,7 @@ KIND_TESTS = {
     "unresolved": "test_unresolved_is_reported_with_candidates", "incompatibility": "test_pair_rules_fire_across_aliases_and_forms",
     "antagonism": "test_pair_rules_fire_across_aliases_and_forms", "pregnancy": "test_pregnancy", "dose": "test_dose",
     "toxic": "test_toxic_raw_controlled_and_banned", "duplicate": "test_duplicate", "preparation": "test_preparation",
-    "duration": "test_duration", "population": "test_population",
+    "duration": "test_duration", "population": "test_population", "deprecated": "test_deprecated",
 }  # fmt: skip
 
 
