@@ -32,6 +32,7 @@ import numpy as np
 
 from kb.errors import ArtifactError, InputError
 from kb.normalize import CN_DIGITS, cn_number
+from models.ngrams import char_ngram_counts, l2_rows
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +56,11 @@ class TfidfClassifier:
         self.intercept = np.zeros(0)
         self.card: dict[str, Any] | None = None
 
-    def _vectorizer(self) -> Any:
-        """Kept once built: a fresh counter validates the whole given vocabulary on its first transform."""
-        from sklearn.feature_extraction.text import CountVectorizer
-
-        cv = getattr(self, "_cv", None)
-        if cv is None or cv.vocabulary is not self.vocabulary:
-            cv = CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
-            self._cv = cv
-        return cv
-
     def _features(self, texts: Sequence[str]) -> Any:
-        from sklearn.preprocessing import normalize
-
-        counts = self._vectorizer().transform(texts).astype(np.float64)
+        counts = char_ngram_counts(texts, self.vocabulary, self.ngram).astype(np.float64)
         if self.sublinear_tf:
             counts.data = 1.0 + np.log(counts.data)
-        return normalize(counts.multiply(self.idf).tocsr())
+        return l2_rows(counts.multiply(self.idf).tocsr())
 
     def fit(self, texts: Sequence[str], labels: Sequence[int]) -> TfidfClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -394,20 +383,13 @@ class NBSVMClassifier:
         self.coef = np.zeros((0, 0))
         self.intercept = np.zeros(0)
         self.card: dict[str, Any] | None = None
-        self._cv: dict[str, Any] = {}
 
-    def _vectorizer(self, which: str, vocabulary: dict[str, int] | None = None, min_df: int = 1) -> Any:
-        """A fitted counter for ``which`` ("text" or "head"), kept once built (a fresh one validates the whole
-        vocabulary on its first transform); with no vocabulary, an unfitted one that keeps ``min_df`` terms."""
+    def _vectorizer(self, min_df: int) -> Any:
+        """An unfitted counter that keeps the n-grams of at least ``min_df`` texts (fitting only; answering counts
+        with :func:`models.ngrams.char_ngram_counts`)."""
         from sklearn.feature_extraction.text import CountVectorizer
 
-        opts = {"analyzer": "char", "ngram_range": self.ngram, "lowercase": False, "binary": True}
-        if vocabulary is None:
-            return CountVectorizer(**opts, min_df=min_df)
-        cv = self._cv.get(which)
-        if cv is None or cv.vocabulary is not vocabulary:
-            cv = self._cv[which] = CountVectorizer(**opts, vocabulary=vocabulary)
-        return cv
+        return CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, binary=True, min_df=min_df)
 
     def _heads(self, texts: Sequence[str]) -> list[str]:
         return [t[: self.head_chars] for t in texts]
@@ -428,11 +410,11 @@ class NBSVMClassifier:
         from scipy import sparse
 
         if text_counts is None:
-            text_counts = self._vectorizer("text", self.vocabulary).transform(texts)
+            text_counts = char_ngram_counts(texts, self.vocabulary, self.ngram, binary=True)
         blocks = [text_counts.astype(np.float64)]
         if self.head_chars > 0:
             if head_counts is None:
-                head_counts = self._vectorizer("head", self.head_vocabulary).transform(self._heads(texts))
+                head_counts = char_ngram_counts(self._heads(texts), self.head_vocabulary, self.ngram, binary=True)
             blocks.append(head_counts.astype(np.float64) * self.head_weight)
         blocks.append(self._age_block(texts))
         return sparse.hstack(blocks).tocsr()
@@ -446,15 +428,14 @@ class NBSVMClassifier:
         if len(classes) < 2:
             raise InputError("NB-SVM needs at least two labels in the training texts", "labels")
         min_df = min(self.min_df, max(1, len(texts) // 2))
-        vec = self._vectorizer("text", None, min_df)
+        vec = self._vectorizer(min_df)
         text_counts = vec.fit_transform(texts)
         self.vocabulary = {k: int(v) for k, v in vec.vocabulary_.items()}
         head_counts = None
         if self.head_chars > 0:
-            hvec = self._vectorizer("head", None, min_df)
+            hvec = self._vectorizer(min_df)
             head_counts = hvec.fit_transform(self._heads(texts))
             self.head_vocabulary = {k: int(v) for k, v in hvec.vocabulary_.items()}
-        self._cv = {}
         x = self._features(texts, text_counts, head_counts)
         ratios, coef, intercept = [], [], []
         for lab in classes:

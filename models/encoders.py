@@ -29,6 +29,7 @@ import numpy as np
 
 from kb.errors import ArtifactError, InputError
 from kb.registry import Registry
+from models.ngrams import char_ngram_counts, l2_rows
 
 logger = logging.getLogger(__name__)
 
@@ -130,24 +131,10 @@ class TfidfEncoder:
             return int(self.components.shape[0])
         return len(self.vocabulary)
 
-    def _counter(self) -> Any:
-        """The n-gram counter over the fitted vocabulary, kept: sklearn validates a given vocabulary (all of its
-        200k terms) on a fresh counter's first transform, which would dominate the cost of encoding one query."""
-        from sklearn.feature_extraction.text import CountVectorizer
-
-        cv = getattr(self, "_cv", None)
-        if cv is None or cv.vocabulary is not self.vocabulary:
-            cv = CountVectorizer(analyzer="char", ngram_range=self.ngram, lowercase=False, vocabulary=self.vocabulary)
-            self._cv = cv
-        return cv
-
     def _sparse(self, texts: list[str]) -> Any:
-        from sklearn.preprocessing import normalize
-
-        x = self._counter().transform(texts).astype(np.float32)
+        x = char_ngram_counts(texts, self.vocabulary, self.ngram).astype(np.float32)
         x.data = 1.0 + np.log(x.data)  # sublinear tf
-        x = x.multiply(self.idf).tocsr()
-        return normalize(x, norm="l2", copy=False)
+        return l2_rows(x.multiply(self.idf).tocsr())
 
     def fit(self, texts: Sequence[str]) -> TfidfEncoder:
         from sklearn.feature_extraction.text import CountVectorizer

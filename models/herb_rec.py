@@ -154,6 +154,23 @@ def _build_net(n_sym: int, n_herb: int, cfg: MLPConfig) -> Any:
     return nn.ModuleList([HerbNet() for _ in range(cfg.members)])
 
 
+def _linear_indexes(cfg: MLPConfig) -> list[int]:
+    """Positions of the Linear layers in a member's ``head`` (each after a ReLU and a Dropout)."""
+    return [3 * j + 2 for j in range(cfg.layers)]
+
+
+def _weight_shapes(n_sym: int, n_herb: int, cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
+    """The saved tensors of ``_build_net`` and their shapes, known without torch."""
+    out: dict[str, tuple[int, ...]] = {}
+    for k in range(cfg.members):
+        out[f"{k}.embed.weight"] = (n_sym, cfg.hidden)
+        idx = _linear_indexes(cfg)
+        for i in idx:
+            rows = n_herb if i == idx[-1] else cfg.hidden
+            out[f"{k}.head.{i}.weight"], out[f"{k}.head.{i}.bias"] = (rows, cfg.hidden), (rows,)
+    return out
+
+
 def _loss(logits: Any, target: Any, kind: str) -> Any:
     import torch
 
@@ -172,20 +189,38 @@ class MLPRecommender:
     def __init__(self, symptoms: Sequence[str], herbs: Sequence[str], config: MLPConfig | None = None):
         self.symptoms, self.herbs = tuple(symptoms), tuple(herbs)
         self.config = config or MLPConfig()
-        self.net = _build_net(len(self.symptoms), len(self.herbs), self.config)
+        self._net: Any = None  # the torch networks, built when training (or asked for)
+        self._weights: dict[str, np.ndarray] | None = None  # loaded weights: answering runs them in numpy
         self.cooc = CooccurrenceRecommender(self.symptoms, self.herbs)
         self.blend = 0.0
         self.best_epoch = 0
         self.card: dict[str, Any] | None = None
 
+    @property
+    def net(self) -> Any:
+        """The members as torch modules; a loaded model builds them from its weights on first use."""
+        if self._net is None:
+            import torch
+
+            self._net = _build_net(len(self.symptoms), len(self.herbs), self.config)
+            if self._weights is not None:
+                self._net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self._weights.items()})
+        return self._net
+
+    @net.setter
+    def net(self, value: Any) -> None:
+        self._net, self._weights = value, None
+
     # -- scoring ---------------------------------------------------------------------------------------------
     def member_scores(self, symptom_sets: SymptomSets, batch: int = 4096) -> np.ndarray:
         """Each member's herb distribution: shape (members, len(symptom_sets), n_herbs); rows sum to 1."""
-        import torch
-
         for i, r in enumerate(symptom_sets):
             if not r:
                 raise InputError("a symptom set is empty", f"symptoms[{i}]")
+        if self._net is None and self._weights is not None:
+            return self._numpy_scores(_multi_hot(symptom_sets, len(self.symptoms)))
+        import torch
+
         x = torch.from_numpy(_multi_hot(symptom_sets, len(self.symptoms)))
         self.net.eval()
         with torch.no_grad():
@@ -196,6 +231,20 @@ class MLPRecommender:
                 for m in self.net
             ]
         return np.stack(outs)
+
+    def _numpy_scores(self, x: np.ndarray) -> np.ndarray:
+        """The members' forward pass in numpy (ReLU; dropout is off when answering), as ``member_scores``: a loaded
+        model answers without importing torch."""
+        assert self._weights is not None
+        w, outs = self._weights, []
+        for k in range(self.config.members):
+            h = x @ w[f"{k}.embed.weight"]
+            for i in _linear_indexes(self.config):
+                h = np.maximum(h, 0) @ w[f"{k}.head.{i}.weight"].T + w[f"{k}.head.{i}.bias"]
+            h = h - h.max(1, keepdims=True)
+            e = np.exp(h)
+            outs.append(e / e.sum(1, keepdims=True))
+        return np.stack(outs) if outs else np.zeros((0, len(x), len(self.herbs)), np.float32)
 
     def net_scores(self, symptom_sets: SymptomSets) -> np.ndarray:
         """The members' average herb distribution (rows sum to 1)."""
@@ -282,7 +331,7 @@ class MLPRecommender:
 
     @classmethod
     def load(cls, directory: Path, card: dict[str, Any], prefix: str = "") -> MLPRecommender:
-        from safetensors.torch import load_file
+        from safetensors.numpy import load_file
 
         conf = dict(card["config"])
         blend, best_epoch = float(conf.pop("blend", 0.0)), int(conf.pop("best_epoch", 0))
@@ -294,10 +343,15 @@ class MLPRecommender:
         state = load_file(str(directory / f"{prefix}mlp.safetensors"))
         if state and not any(k.split(".", 1)[0].isdigit() for k in state):
             state = {f"0.{k}": v for k, v in state.items()}  # a single network saved before ensembles
-        try:
-            m.net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ArtifactError(f"{directory}: weights do not match the config ({str(exc).splitlines()[0]})") from exc
+        want = _weight_shapes(len(symptoms), len(herbs), m.config)
+        wrong = sorted(set(want) ^ set(state)) or [k for k in want if tuple(state[k].shape) != want[k]]
+        if wrong:
+            k = wrong[0]
+            got = tuple(state[k].shape) if k in state else "missing"
+            raise ArtifactError(
+                f"{directory}: weights do not match the config ({k}: {got}, config: {want.get(k, 'none')})"
+            )
+        m._weights = {k: v.astype(np.float32, copy=False) for k, v in state.items()}
         m.cooc = CooccurrenceRecommender.load(directory, card, prefix)
         m.blend, m.best_epoch = blend, best_epoch
         return m

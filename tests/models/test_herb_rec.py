@@ -89,3 +89,45 @@ def test_ensemble_round_trip_and_single_network_artifacts_still_load(tmp_path: P
     back = load_model(old, task="herb-rec")
     assert back.config.members == 1
     np.testing.assert_allclose(back.score(X[:3]), one.score(X[:3]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_a_loaded_model_answers_in_numpy_as_torch_does(layers: int, tmp_path: Path) -> None:
+    from models.herb_rec import _weight_shapes
+
+    m = _fit(members=2, epochs=2, layers=layers)
+    torch_shapes = {k: tuple(v.shape) for k, v in m.net.state_dict().items()}
+    assert _weight_shapes(len(SYMS), len(HERBS), m.config) == torch_shapes
+    back = load_model(save_artifact(m, tmp_path / "m", data={}, metrics={}), task="herb-rec")
+    assert back._net is None  # answered without building the torch networks
+    np.testing.assert_allclose(back.member_scores(X[:3] + X[-2:]), m.member_scores(X[:3] + X[-2:]), rtol=1e-5)
+    # saved again from the loaded weights: the same model
+    again = load_model(save_artifact(back, tmp_path / "again", data={}, metrics={}), task="herb-rec")
+    np.testing.assert_allclose(again.score(X[:3]), m.score(X[:3]), rtol=1e-5)
+
+
+def test_answering_does_not_import_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = save_artifact(_fit(epochs=1), tmp_path / "m", data={}, metrics={})
+    code = (
+        "import sys; from models.registry import load_model; "
+        f"m = load_model({str(out)!r}, task='herb-rec'); m.score([(0,), (1,)]); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_weights_that_do_not_match_the_config_are_an_artifact_error(tmp_path: Path) -> None:
+    from kb.errors import ArtifactError
+
+    out = save_artifact(_fit(epochs=1), tmp_path / "m", data={}, metrics={})
+    card = json.loads((out / CARD).read_text())
+    card["config"]["hidden"] = 8
+    (out / CARD).write_text(json.dumps(card))
+    with pytest.raises(
+        ArtifactError, match=r"weights do not match the config \(0\.embed\.weight: \(2, 16\), config: \(2, 8\)\)"
+    ):
+        load_model(out, task="herb-rec")
