@@ -452,8 +452,13 @@ class NBSVMClassifier:
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
         x = self._features(texts)
-        num = np.asarray(x @ (self.ratios * self.coef).T)
-        den = np.sqrt(np.asarray(x.multiply(x) @ (self.ratios**2).T))
+        p = getattr(self, "_products", None)
+        if p is None or p[0] is not self.ratios or p[1] is not self.coef:  # r·w and r² over the vocabulary, kept
+            rw, r2 = np.ascontiguousarray((self.ratios * self.coef).T), np.ascontiguousarray((self.ratios**2).T)
+            p = self._products = (self.ratios, self.coef, rw, r2)
+        rw, r2 = p[2], p[3]
+        num = np.asarray(x @ rw)
+        den = np.sqrt(np.asarray(x.multiply(x) @ r2))
         return num / np.maximum(den, 1e-12) + self.intercept
 
     def proba(self, texts: Sequence[str]) -> np.ndarray:
