@@ -46,6 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
+from kb.errors import TCMError
+
 logger = logging.getLogger(__name__)
 
 metadata = MetaData()
@@ -192,16 +194,59 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=8)
 
 
+class SchemaError(TCMError, RuntimeError):
+    """The database's tables do not fit this release and cannot be brought up to it safely."""
+
+
 def create_schema(engine: Engine) -> None:
-    """Create missing tables; safe when several processes start at once."""
+    """Create missing tables, then bring tables an earlier release created up to this one (see
+    :func:`upgrade_schema`); safe when several processes start at once."""
     for attempt in range(5):
         try:
             metadata.create_all(engine, checkfirst=True)
-            return
+            break
         except DBAPIError as exc:  # another process created a table between check and create
             text_ = str(exc).lower()
             if attempt == 4 or not ("already exists" in text_ or "duplicate" in text_):
                 raise
+    upgrade_schema(engine)
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Add the columns this release has and the database's tables lack, when they may be empty (nullable, no
+    key): what a later release adds to a table. Returns the columns added (``table.column``). A lacking column that
+    old rows could not fill is a :class:`SchemaError` that names it, before anything is changed or written."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    have = inspect(engine)
+    missing = [
+        (table, col)
+        for table in metadata.sorted_tables
+        for col in table.columns
+        if col.name not in {c["name"] for c in have.get_columns(table.name)}
+    ]
+    if not missing:
+        return []
+    blocking = [f"{t.name}.{c.name}" for t, c in missing if not c.nullable or c.primary_key or c.foreign_keys]
+    if blocking:
+        raise SchemaError(
+            f"the database {engine.url.render_as_string(hide_password=True)} was made by another release: "
+            f"{', '.join(blocking)} cannot be added to the existing rows; point TCM_DATABASE_URL at a new database "
+            "(the old one keeps its audit trail) or migrate it by hand"
+        )
+    added = []
+    for table, col in missing:
+        ddl = CreateColumn(col).compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:  # one transaction each: a failed statement spoils a PostgreSQL transaction
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+        except DBAPIError as exc:  # another process added it first
+            if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
+                raise
+        added.append(f"{table.name}.{col.name}")
+    logger.warning("database upgraded in place: added the column(s) %s", ", ".join(added))
+    return added
 
 
 # ---- the writer ----------------------------------------------------------------------------------------
