@@ -1096,8 +1096,9 @@ class Curation:
                 else []
             )
         g = release_graph(self.knowledge_base(rel), lineage, crs)
-        data = g.serialize(format=fmts[fmt], **({"auto_compact": True} if fmts[fmt] == "json-ld" else {}))  # type: ignore[call-overload]
-        out: bytes = data.encode("utf-8") if isinstance(data, str) else data
+        from kb.rdf import serialize
+
+        out = serialize(g, fmt)
         _write_bytes(cached, out)
         return out
 

@@ -93,3 +93,43 @@ def test_import_refuses_non_empty_output(fixture_kb: kb.KnowledgeBase, tmp_path:
     with pytest.raises(RDFError):
         rdf.import_file(out, target)
     assert (target / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_turtle_writer_round_trips_what_rdflib_reads() -> None:
+    from rdflib import RDF, XSD, BNode, Namespace, URIRef
+    from rdflib.compare import isomorphic
+
+    ex = Namespace("https://example.org/ns#")
+    g = Graph()
+    g.bind("ex", ex)
+    s, node = URIRef("https://example.org/kb/herb/guizhi"), BNode()
+    for o in (
+        Literal('引号"反斜杠\\ 换行\n回车\r制表\t 控制\x01 结束'),
+        Literal("甘草", lang="zh"),
+        Literal("Glycyrrhizae Radix", lang="la"),
+        Literal(3, datatype=XSD.integer),
+        Literal("1.5", datatype=XSD.decimal),
+        Literal(True),
+        Literal('["a", "b"]', datatype=RDF.JSON),
+        Literal(""),
+        node,
+        ex["plain"],
+        ex["has/slash"],
+    ):
+        g.add((s, ex.p, o))
+    g.add((s, RDF.type, ex.Herb))
+    g.add((node, ex["label-1"], Literal("blank")))
+    text = rdf.turtle(g)
+    back = Graph().parse(data=text, format="turtle")
+    assert isomorphic(back, g)
+    assert "ex:plain" in text and "<https://example.org/ns#has/slash>" in text and "\n    a ex:Herb ;" in text
+    assert rdf.turtle(g) == text  # the same graph, the same text
+
+
+def test_turtle_export_of_the_fixture_knowledge_base_parses_back_to_the_same_triples(
+    fixture_kb: kb.KnowledgeBase, tmp_path: Path
+) -> None:
+    out = tmp_path / "kb.ttl"
+    n = rdf.export(fixture_kb, "ttl", out)
+    back = Graph().parse(out, format="turtle")
+    assert len(back) == n and set(back) == set(rdf.to_graph(fixture_kb))
