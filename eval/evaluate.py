@@ -109,7 +109,8 @@ def support_analysis(
 
     support: dict[tuple[int, ...], int] = {}
     for e in train:
-        support[key(e.symptoms)] = support.get(key(e.symptoms), 0) + 1
+        k = key(e.symptoms)
+        support[k] = support.get(k, 0) + 1
     freq: dict[tuple[int, ...], Any] = {k: np.zeros(n_herbs) for k, c in support.items() if c >= threshold}
     for e in train:
         row = freq.get(key(e.symptoms))

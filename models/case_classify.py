@@ -273,29 +273,47 @@ class TransformerClassifier:
         return m
 
 
-class EnsembleClassifier:
-    kind = "ensemble"
+def _blend(linear_dec: np.ndarray, scale: float, neural_logits: np.ndarray, weight: float) -> np.ndarray:
+    """``weight * log-softmax(neural logits) + (1 - weight) * log-softmax(scale * linear decision)``."""
+    ln = np.log(_softmax(neural_logits) + 1e-9)
+    ll = np.log(_softmax(scale * linear_dec) + 1e-9)
+    return weight * ln + (1 - weight) * ll
+
+
+class _TwoMemberEnsemble:
+    """A linear member (``tfidf``: what ``cds.learned`` uses as a fast department prior) and a neural one, blended
+    by :func:`_blend` with a weight picked on validation."""
+
     task = "case-classify"
 
-    def __init__(self, tfidf: TfidfClassifier, transformer: TransformerClassifier, weight: float = 0.5):
-        if tfidf.labels != transformer.labels:
+    def __init__(self, linear: Any, neural: Any, weight: float):
+        if linear.labels != neural.labels:
             raise InputError("ensemble members were trained on different label sets", "ensemble")
-        self.tfidf, self.transformer, self.weight = tfidf, transformer, weight
-        self.labels = tfidf.labels
+        self.tfidf, self.weight = linear, weight
+        self.labels: tuple[int, ...] = linear.labels
         self.card: dict[str, Any] | None = None
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        return [self.labels[i] for i in self.scores(texts).argmax(1)]
+
+
+class EnsembleClassifier(_TwoMemberEnsemble):
+    kind = "ensemble"
+
+    def __init__(self, tfidf: TfidfClassifier, transformer: TransformerClassifier, weight: float = 0.5):
+        super().__init__(tfidf, transformer, weight)
+        self.transformer = transformer
 
     @staticmethod
     def combine(tfidf_dec: np.ndarray, trans_logits: np.ndarray, weight: float) -> np.ndarray:
         """weight * log-softmax(transformer) + (1 - weight) * log-softmax(3 * svm margin)."""
-        lt = np.log(_softmax(trans_logits) + 1e-9)
-        ls = np.log(_softmax(3.0 * tfidf_dec) + 1e-9)
-        return weight * lt + (1 - weight) * ls
+        return _blend(tfidf_dec, 3.0, trans_logits, weight)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         return self.combine(self.tfidf.decision(texts), self.transformer.logits(texts), self.weight)
-
-    def predict(self, texts: Sequence[str]) -> list[int]:
-        return [self.labels[i] for i in self.scores(texts).argmax(1)]
 
     def save(self, directory: Path, prefix: str = "") -> dict[str, Any]:
         a = self.tfidf.save(directory, prefix + "tfidf.")
@@ -778,39 +796,28 @@ class CharCNNClassifier:
 # NB-SVM + CNN
 
 
-class NBSVMCNNEnsemble:
+class NBSVMCNNEnsemble(_TwoMemberEnsemble):
     """``weight * log-softmax(CNN logits) + (1 - weight) * log-softmax(scale * NB-SVM decision)``, the weight
     picked on validation. ``tfidf`` is the linear member (what ``cds.learned`` uses as a fast department prior);
     loading reads the CNN's weights but starts torch only when the CNN is first used."""
 
     kind = "nbsvm-cnn"
-    task = "case-classify"
 
     def __init__(self, linear: NBSVMClassifier, cnn: CharCNNClassifier, weight: float = 0.5):
-        if linear.labels != cnn.labels:
-            raise InputError("ensemble members were trained on different label sets", "ensemble")
-        self.tfidf, self.cnn, self.weight = linear, cnn, weight
-        self.labels = linear.labels
-        self.card: dict[str, Any] | None = None
+        super().__init__(linear, cnn, weight)
+        self.cnn = cnn
 
     @property
     def nbsvm(self) -> NBSVMClassifier:
         return self.tfidf
 
-    @staticmethod
-    def combine(linear_dec: np.ndarray, scale: float, cnn_logits: np.ndarray, weight: float) -> np.ndarray:
-        lc = np.log(_softmax(cnn_logits) + 1e-9)
-        ll = np.log(_softmax(scale * linear_dec) + 1e-9)
-        return weight * lc + (1 - weight) * ll
+    combine = staticmethod(_blend)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         return self.combine(self.tfidf.decision(texts), self.tfidf.scale, self.cnn.logits(texts), self.weight)
 
     def proba(self, texts: Sequence[str]) -> np.ndarray:
         return _softmax(self.scores(texts))
-
-    def predict(self, texts: Sequence[str]) -> list[int]:
-        return [self.labels[i] for i in self.scores(texts).argmax(1)]
 
     def save(self, directory: Path, prefix: str = "") -> dict[str, Any]:
         a = self.tfidf.save(directory, prefix + "nbsvm.")
