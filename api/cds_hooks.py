@@ -322,6 +322,16 @@ def _pct(x: Any) -> str:
     return f"{float(x) * 100:.0f}%" if isinstance(x, (int, float)) else "–"
 
 
+def _reasons(s: dict[str, Any]) -> list[tuple[str, list[dict[str, str]]]]:
+    """The diagnosis a suggested formula treats, for its draft order: the disease, then the syndrome."""
+    codes = s.get("codes") or []
+    out = []
+    for of, name in (("disease", s.get("disease")), ("syndrome", s.get("syndrome"))):
+        if name:
+            out.append((str(name), [c for c in codes if c.get("of") == of]))
+    return out
+
+
 def _differentiation(
     services: Any, svc: Service, req: CDSRequest, prefetch: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
@@ -423,7 +433,9 @@ def _differentiation(
                             {
                                 "type": "create",
                                 "description": f"Draft a herbal order: {formula}",
-                                "resource": make_draft_order(patient_id, formula, s.get("prescription", []), note),
+                                "resource": make_draft_order(
+                                    patient_id, formula, s.get("prescription", []), note, _reasons(s)
+                                ),
                             }
                         ],
                     }

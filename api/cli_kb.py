@@ -86,6 +86,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for k, v in stats["counts"].items():
             print(f"  {k:<10} {v:>6}")
         print("  rules per kind: " + ", ".join(f"{k} {v}" for k, v in stats["rules_per_kind"].items()))
+        coded = stats["codes"]
+        print(
+            f"  ICD-11 TM1 codes: {coded['diseases']['icd11']} of {stats['counts']['diseases']} diseases, "
+            f"{coded['syndromes']['icd11']} of {stats['counts']['syndromes']} syndromes"
+        )
     return 0
 
 
@@ -127,7 +132,10 @@ def lookup_row(kb: Any, name: str, kind: str | None = None) -> dict[str, Any]:
     elif r.kind == "syndrome":
         sy = kb.syndromes[r.id]
         row.update(disease=kb.diseases[sy.disease_id].name, principle=sy.principle,
-                   also=[t.id for t in r.others if t.kind == "syndrome"])  # fmt: skip
+                   also=[t.id for t in r.others if t.kind == "syndrome"], codes=dict(sy.codes))  # fmt: skip
+    elif r.kind == "disease":
+        d = kb.diseases[r.id]
+        row.update(discipline=d.discipline, codes=dict(d.codes), also=[t.id for t in r.others if t.kind == "disease"])
     return row
 
 

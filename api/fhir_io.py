@@ -16,10 +16,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kb.errors import InputError
+
+ICD_PREFIX = "http://id.who.int/icd"  # ICD-11 MMS code systems (release/11/mms and older spellings)
 
 PREGNANCY_LOINC = "82810-3"
 UCUM = "http://unitsofmeasure.org"
@@ -227,8 +230,18 @@ def order_ref(orders: HerbalOrders, item: int) -> str | None:
     return f"MedicationRequest/{mr['id']}" if mr.get("id") else None
 
 
-def draft_order(patient_id: str | None, formula: str, prescription: list[dict[str, Any]], note: str) -> dict[str, Any]:
-    """A draft MedicationRequest (intent proposal) for a suggested formula, herbs as its ingredients."""
+def draft_order(
+    patient_id: str | None,
+    formula: str,
+    prescription: list[dict[str, Any]],
+    note: str,
+    reasons: Sequence[tuple[str, list[dict[str, str]]]] = (),
+) -> dict[str, Any]:
+    """A draft MedicationRequest (intent proposal) for a suggested formula, herbs as its ingredients.
+
+    ``reasons`` are the diagnosis it treats, each a name and its codings (ICD-11 TM1 disorder and pattern codes
+    where the knowledge base records them); they become the order's ``reasonCode``.
+    """
     ingredients = []
     counts = []
     for p in prescription:
@@ -254,6 +267,14 @@ def draft_order(patient_id: str | None, formula: str, prescription: list[dict[st
         "subject": {"reference": f"Patient/{patient_id}" if patient_id else "Patient/unknown"},
         "note": [{"text": note + ("；" + "，".join(counts) if counts else "")}],
     }
+    reason_codes = []
+    for text, codings in reasons:
+        cc: dict[str, Any] = {"text": text}
+        if codings:
+            cc["coding"] = [{k: c[k] for k in ("system", "code", "display") if k in c} for c in codings]
+        reason_codes.append(cc)
+    if reason_codes:
+        mr["reasonCode"] = reason_codes
     return mr
 
 
@@ -345,7 +366,7 @@ def findings_request(prefetch: dict[str, Any], kb: Any, today: dt.date | None = 
         if clinical & {"inactive", "resolved", "remission"} or verification & {"refuted", "entered-in-error"}:
             continue
         name = _text(cond.get("code"))
-        hit = next((code_index[c] for c in _codes(cond.get("code")) if c in code_index), None)
+        hit = next((code_index[c] for c in _icd_codes(cond.get("code")) if c in code_index), None)
         if hit is None and name:
             r = kb.resolve(name, "disease")
             if r.resolved and r.id:
@@ -379,12 +400,24 @@ def findings_request(prefetch: dict[str, Any], kb: Any, today: dt.date | None = 
 
 
 def _code_index(kb: Any) -> dict[str, str]:
-    """Disease and syndrome codes (ICD-11 TM1, GB/T 15657) -> the disease name."""
-    out: dict[str, str] = {}
+    """ICD-11 TM1 disorder codes -> the disease name, for codes that name one disease.
+
+    A code several differently named diseases share (SC93 for 乳蛾, 急乳蛾 and 慢乳蛾) is left out, so the
+    Condition's text decides; pattern codes (a syndrome's) name no disease and are not indexed.
+    """
+    names: dict[str, set[str]] = {}
     for d in kb.diseases.values():
-        for code in d.codes.values():
-            out.setdefault(str(code), d.name)
-    for sy in kb.syndromes.values():
-        for code in sy.codes.values():
-            out.setdefault(str(code), kb.diseases[sy.disease_id].name)
-    return out
+        if "icd11" in d.codes:
+            names.setdefault(str(d.codes["icd11"]), set()).add(d.name)
+    return {code: next(iter(n)) for code, n in names.items() if len(n) == 1}
+
+
+def _icd_codes(cc: Any) -> list[str]:
+    """The codes of a CodeableConcept's ICD-11 codings (or of codings that name no system)."""
+    if not isinstance(cc, dict):
+        return []
+    return [
+        str(c["code"])
+        for c in cc.get("coding") or []
+        if isinstance(c, dict) and c.get("code") and str(c.get("system") or ICD_PREFIX).startswith(ICD_PREFIX)
+    ]

@@ -32,6 +32,7 @@ from scipy import sparse
 import kb as kbmod
 from cds.extract import Demographics, Extraction, Term, demographics, diseases_mentioned, extract, lookup, subterms
 from cds.prescription import _patient
+from kb import icd11
 from kb import model as m
 from kb.errors import InputError
 from kb.normalize import normalize
@@ -826,6 +827,20 @@ def _differentiate(
     }
 
 
+def diagnosis_codes(base: kbmod.KnowledgeBase, syndrome_id: str) -> list[dict[str, str]]:
+    """The ICD-11 TM1 codings of a syndrome's diagnosis: the disease's disorder code, then the pattern code.
+
+    Each coding says what it codes (``of``: disease or syndrome); a side without a recorded code is left out, so
+    the list can be empty.
+    """
+    sy = base.syndromes[syndrome_id]
+    out = []
+    for of, codes in (("disease", base.diseases[sy.disease_id].codes), ("syndrome", sy.codes)):
+        if "icd11" in codes:
+            out.append({"of": of, **icd11.coding(codes["icd11"])})
+    return out
+
+
 def _entry(
     base: kbmod.KnowledgeBase, s: Scored, prob: float, candidate: str | None = None, how: str | None = None
 ) -> dict[str, Any]:
@@ -844,6 +859,7 @@ def _entry(
         "cosine": round(s.cosine, 4),
         "treatment_principle": sy.principle,
         "formulas": [base.formulas[fid].name for fid in sy.formula_ids],
+        "codes": diagnosis_codes(base, sy.id),
         "evidence": {
             "supporting": supporting,
             "missing_key": missing,

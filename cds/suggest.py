@@ -291,6 +291,7 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
             "disease": base.diseases[sy.disease_id].name,
             "score": d["score"],
             "treatment_principle": sy.principle,
+            "codes": d.get("codes", []),
             "formula": {
                 "id": formula.id,
                 "name": formula.name,

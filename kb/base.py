@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kb import icd11
 from kb import model as m
 from kb.errors import ContentError, UnknownEntityError
 from kb.names import NameIndex, Resolution, Target
@@ -93,6 +94,13 @@ class KnowledgeBase:
             return m.SourceRef(ref=ref.ref, loc=ref.loc, work=ref.ref, edition=None)
         return m.SourceRef(ref=ref.ref, loc=ref.loc, work=src.work, edition=src.edition)
 
+    def _codes(self, entry: Any, field: str, codes: s.Codes, want: icd11.Kind) -> dict[str, str]:
+        """The standard codes of a disease (an ICD-11 TM1 disorder code) or syndrome (a pattern code)."""
+        out = {k: v for k, v in codes.model_dump().items() if v}
+        if "icd11" in out and (why := icd11.problem(out["icd11"], want)) is not None:
+            self._problem(entry, f"{field}.icd11", why)
+        return out
+
     def _index(self, entry: Any, field: str, name: str, target: Target, display: str | None = None) -> None:
         clash = self.names.add(name, target, display)
         if clash:
@@ -133,7 +141,7 @@ class KnowledgeBase:
                 self.names.add(a, t, d.name)
             self.diseases[d.id] = m.Disease(
                 id=d.id, name=d.name, aliases=tuple(d.aliases), discipline=d.discipline.value,
-                codes=_codes(d.codes), western=tuple(d.western), syndrome_ids=tuple(x.id for x in d.syndromes),
+                codes=self._codes(d, "codes", d.codes, "disorder"), western=tuple(d.western), syndrome_ids=tuple(x.id for x in d.syndromes),
                 source=self._source(d, d.source), verification=d.verification.value,
             )  # fmt: skip
             for sy in d.syndromes:
@@ -339,7 +347,8 @@ class KnowledgeBase:
                 )
             )
         self.syndromes[sy.id] = m.Syndrome(
-            id=sy.id, disease_id=d.id, name=sy.name, aliases=tuple(sy.aliases), codes=_codes(sy.codes),
+            id=sy.id, disease_id=d.id, name=sy.name, aliases=tuple(sy.aliases),
+            codes=self._codes(d, f"{base}.codes", sy.codes, "pattern"),
             key=self._findings(sy.key_symptoms, d, f"{base}.key_symptoms"),
             secondary=self._findings(sy.secondary_symptoms, d, f"{base}.secondary_symptoms"),
             tongue=self._findings(sy.tongue, d, f"{base}.tongue"),
@@ -504,6 +513,13 @@ class KnowledgeBase:
                 "pregnancy_rules_derived": sum(1 for h in herbs if h.safety.pregnancy)
                 + sum(1 for f in self.forms.values() if "pregnancy" in f.own_fields),
             },
+            "codes": {
+                kind: {
+                    field: sum(1 for e in table.values() if field in e.codes)
+                    for field in ("icd11", "gbt15657", "gbt16751")
+                }
+                for kind, table in (("diseases", self.diseases), ("syndromes", self.syndromes))
+            },
             "verification": _verification_counts(self),
             "warnings": len(self.warnings),
         }
@@ -540,10 +556,6 @@ class KnowledgeBase:
                 if self._graph is None:
                     self._graph = _compiled_graph(self)
         return self._graph
-
-
-def _codes(codes: s.Codes) -> dict[str, str]:
-    return {k: v for k, v in codes.model_dump().items() if v}
 
 
 def _verification_counts(kb: KnowledgeBase) -> dict[str, dict[str, int]]:
@@ -640,7 +652,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 @functools.cache
 def _code_hash() -> str:
     h = hashlib.sha256()
-    for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
+    here = Path(__file__).resolve().parent
+    for p in sorted([*here.glob("*.py"), *here.glob("*.tsv")]):
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
 

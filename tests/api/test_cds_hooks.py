@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.fhir_io import findings_request
 from tests.api.app_support import *  # noqa: F403
 from tests.api.app_support import (
     DIFF,
@@ -23,6 +24,7 @@ from tests.api.app_support import (
     Env,
     audit_rows,
     bundle,
+    fixture_kb,
     hook_request,
     med_request,
     observation,
@@ -286,6 +288,27 @@ def test_patient_view_differentiation(env: Env) -> None:
     create = formula[0]["suggestions"][0]["actions"][0]
     assert create["type"] == "create" and create["resource"]["subject"]["reference"] == "Patient/p-1"
     assert create["resource"]["intent"] == "proposal" and create["resource"]["status"] == "draft"
+    # the order names the diagnosis it treats: the disease with its ICD-11 TM1 code, the syndrome by name
+    disease, syndrome = create["resource"]["reasonCode"]
+    assert disease["text"] == "感冒" and disease["coding"] == [
+        {"system": "http://id.who.int/icd/release/11/mms", "code": "SA60", "display": "Common cold disorder (TM1)"}
+    ]
+    assert syndrome == {"text": "风寒束表证"}  # no pattern code recorded for it: text only, never a guessed code
+
+
+@pytest.mark.parametrize(
+    ("coding", "disease"),
+    [
+        ({"system": "http://id.who.int/icd/release/11/mms", "code": "SA60"}, "感冒"),
+        ({"code": "SA60"}, "感冒"),  # no system: read as the code it is
+        ({"system": "http://snomed.info/sct", "code": "SA60"}, None),  # another system's code is not ICD-11's
+        ({"system": "http://id.who.int/icd/release/11/mms", "code": "SF8C"}, None),  # a pattern names no disease
+    ],
+)
+def test_condition_coded_in_icd11_names_the_disease(coding: dict[str, str], disease: str | None) -> None:
+    pre = _diff_prefetch()
+    pre["conditions"]["entry"][0]["resource"]["code"] = {"coding": [coding]}
+    assert findings_request(pre, fixture_kb()).get("disease") == disease
 
 
 def test_patient_view_without_findings_has_no_cards(env: Env) -> None:

@@ -49,6 +49,8 @@ def test_differentiate_ranks_with_evidence(fixture_kb: kb.KnowledgeBase) -> None
     assert {s["finding"] for s in d["evidence"]["supporting"]} >= {"无汗", "脉浮紧"}
     assert d["evidence"]["paths"][0][1:] == ["风寒束表证", "辛温解表", "麻黄汤"]
     assert out["kb_version"] == str(fixture_kb.version)
+    # the disease's ICD-11 TM1 code; the syndrome has none recorded, so none is shown
+    assert [(c["of"], c["code"]) for c in d["codes"]] == [("disease", "SA60")]
 
 
 def test_contradicting_findings_lower_the_score(fixture_kb: kb.KnowledgeBase) -> None:

@@ -102,3 +102,29 @@ def test_unresolved_finding_is_a_warning_not_an_error(kb_copy: Path) -> None:
     break_file(kb_copy, "diseases/all.yaml", "key_symptoms: [恶寒, 乏力]", "key_symptoms: [恶寒, 乏力, 莫名其妙]")
     base = kb.load(kb_copy)
     assert any("莫名其妙" in w for w in base.warnings)
+
+
+def test_disease_icd11_code_must_be_a_tm1_disorder(kb_copy: Path) -> None:
+    break_file(kb_copy, "diseases/all.yaml", "codes: {icd11: SA60}", "codes: {icd11: SF8C}")
+    p = problems(kb_copy)[0]
+    assert "diseases/all.yaml" in p and "codes.icd11" in p and "'SF8C'" in p and "pattern code" in p
+
+
+def test_syndrome_icd11_code_must_be_a_tm1_pattern(kb_copy: Path) -> None:
+    break_file(
+        kb_copy, "diseases/all.yaml", "      name: 风寒束表证\n", "      name: 风寒束表证\n      codes: {icd11: SA60}\n"
+    )
+    p = problems(kb_copy)[0]
+    assert "syndromes[ganmao.fenghan-shubiao].codes.icd11" in p and "'SA60'" in p and "disorder code" in p
+
+
+def test_unknown_icd11_code(kb_copy: Path) -> None:
+    break_file(kb_copy, "diseases/all.yaml", "codes: {icd11: SA60}", "codes: {icd11: SA6O}")
+    p = problems(kb_copy)[0]
+    assert "'SA6O' is not an ICD-11 chapter 26 (TM1) code" in p
+
+
+def test_icd11_codes_load_and_show_in_stats(kb_copy: Path) -> None:
+    base = kb.load(kb_copy)
+    assert base.diseases["ganmao"].codes == {"icd11": "SA60"}
+    assert base.stats()["codes"]["diseases"]["icd11"] == 1
