@@ -86,6 +86,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for k, v in stats["counts"].items():
             print(f"  {k:<10} {v:>6}")
         print("  rules per kind: " + ", ".join(f"{k} {v}" for k, v in stats["rules_per_kind"].items()))
+        mono = stats["herb_monographs"]
+        print(
+            f"  herb monographs with every field: {mono['complete']} of {stats['counts']['herbs']} (lacking: "
+            + ", ".join(f"{k} {v}" for k, v in mono["missing"].items() if v)
+            + ")"
+        )
         coded = stats["codes"]
         print(
             f"  ICD-11 TM1 codes: {coded['diseases']['icd11']} of {stats['counts']['diseases']} diseases, "

@@ -513,6 +513,7 @@ class KnowledgeBase:
                 "pregnancy_rules_derived": sum(1 for h in herbs if h.safety.pregnancy)
                 + sum(1 for f in self.forms.values() if "pregnancy" in f.own_fields),
             },
+            "herb_monographs": _monograph_counts(herbs),
             "codes": {
                 kind: {
                     field: sum(1 for e in table.values() if field in e.codes)
@@ -556,6 +557,23 @@ class KnowledgeBase:
                 if self._graph is None:
                     self._graph = _compiled_graph(self)
         return self._graph
+
+
+MONOGRAPH_FIELDS = ("pinyin", "latin", "nature", "flavours", "meridians", "functions", "dose_g")
+
+
+def _monograph_counts(herbs: list[m.Herb]) -> dict[str, Any]:
+    """How many herbs have every monograph field (name, pinyin, Latin name, nature, flavours, meridians,
+    functions, dose range), and how many lack each one. Toxicity, pregnancy class and preparation are left out:
+    for most herbs their absence is the fact (not toxic, no pregnancy caution, decocted as usual)."""
+
+    def has(h: m.Herb, field: str) -> bool:
+        return bool(h.safety.dose_g if field == "dose_g" else getattr(h, field))
+
+    return {
+        "complete": sum(1 for h in herbs if all(has(h, f) for f in MONOGRAPH_FIELDS)),
+        "missing": {f: sum(1 for h in herbs if not has(h, f)) for f in MONOGRAPH_FIELDS},
+    }
 
 
 def _verification_counts(kb: KnowledgeBase) -> dict[str, dict[str, int]]:

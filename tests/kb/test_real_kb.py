@@ -20,6 +20,8 @@ def test_issue_scale(real_kb: KnowledgeBase) -> None:
     assert c["formulas"] >= 400
     assert c["diseases"] >= 150 and c["syndromes"] >= 600
     assert c["symptoms"] >= 1000
+    # at least 600 monographs with every field: pinyin, Latin name, nature, flavours, meridians, functions, dose
+    assert real_kb.stats()["herb_monographs"]["complete"] >= 600
 
 
 def test_every_entry_cites_a_known_source(real_kb: KnowledgeBase) -> None:
