@@ -28,3 +28,23 @@ def test_no_modification_adds_a_critical_combination(real_kb: KnowledgeBase) -> 
                 if f.severity.value == "critical" and set(f.herbs) & added:
                     bad.append((sy.id, k, formula.name, f.kind, f.herbs))
     assert bad == []
+
+
+PREGNANCY_DISEASES = ("妊娠恶阻", "妊娠腹痛", "胎漏·胎动不安", "滑胎", "子肿", "子晕", "子淋")
+
+
+def test_diseases_of_pregnancy_propose_nothing_forbidden_in_pregnancy(real_kb: KnowledgeBase) -> None:
+    """The formulas and modifications of the diseases of pregnancy hold no herb the Pharmacopoeia forbids (禁用)
+    or says to avoid (忌用) in pregnancy; 慎用 (caution) stays possible, as in the textbooks (桂枝茯苓丸)."""
+    diseases = [d for d in real_kb.diseases.values() if d.discipline == "妇科" and d.name in PREGNANCY_DISEASES]
+    assert len(diseases) == len(PREGNANCY_DISEASES)
+    bad = []
+    for d in diseases:
+        for sid in d.syndrome_ids:
+            sy = real_kb.syndromes[sid]
+            herbs = [i for fid in sy.formula_ids for i in real_kb.formulas[fid].composition]
+            herbs += [a for mod in sy.modifications for a in mod.add]
+            for i in herbs:
+                if real_kb.safety(i.herb_id, i.form_id).pregnancy in ("禁用", "忌用"):
+                    bad.append((sid, i.written))
+    assert bad == []

@@ -34,6 +34,7 @@ def test_every_entry_cites_a_known_source(real_kb: KnowledgeBase) -> None:
 def test_every_syndrome_has_findings_principle_and_an_existing_formula(real_kb: KnowledgeBase) -> None:
     for sy in real_kb.syndromes.values():
         assert sy.key and sy.principle and sy.formula_ids, sy.id
+        assert sy.secondary and sy.tongue and sy.pulse and sy.modifications, sy.id
         assert all(f in real_kb.formulas for f in sy.formula_ids)
 
 
