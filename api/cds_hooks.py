@@ -31,6 +31,7 @@ from api.auth import CDS_CLIENT, requires
 from api.calls import answer, note_audit, read_json, run
 from api.errors import NotFound, PreconditionFailed
 from api.fhir_io import _age as age_of
+from api.fhir_io import draft_diagnosis as make_draft_diagnosis
 from api.fhir_io import draft_order as make_draft_order
 from api.fhir_io import (
     findings_request,
@@ -108,7 +109,8 @@ SERVICES: dict[str, Service] = {
             "辨证参考与方剂建议：ranks the TCM syndromes that fit the patient's prefetched Conditions and "
             "Observations (tongue, pulse, symptoms; pregnancy status LOINC 82810-3) and suggests "
             "safety-checked "
-            "formulas. Requires the conditions and observations prefetch.",
+            "formulas; a differential can be recorded as a provisional diagnosis (Conditions coded in ICD-11 "
+            "chapter 26 where the knowledge base has the code). Requires the conditions and observations prefetch.",
             {
                 "patient": PATIENT,
                 "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
@@ -332,6 +334,23 @@ def _reasons(s: dict[str, Any]) -> list[tuple[str, list[dict[str, str]]]]:
     return out
 
 
+def _record_diagnosis(d: dict[str, Any], patient_id: str | None, card_id: str) -> dict[str, Any]:
+    """A suggestion that records a differential as a provisional diagnosis: two Conditions (disease, syndrome)."""
+    disease, syndrome = str(d["disease"]), str(d["name"])
+    conditions = make_draft_diagnosis(
+        patient_id, disease, syndrome, d.get("codes") or [],
+        "TCM CDS 辨证参考，需医师确认 / decision support, to be confirmed by the physician",
+    )  # fmt: skip
+    return {
+        "label": f"记录拟诊：{disease}·{syndrome} / record as provisional diagnosis"[:200],
+        "uuid": str(uuid.uuid5(CARD_NS, f"{card_id}|record|{d['syndrome_id']}")),
+        "actions": [
+            {"type": "create", "description": f"Provisional diagnosis ({what}): {c['code']['text']}", "resource": c}
+            for what, c in zip(("disease", "syndrome"), conditions, strict=True)
+        ],
+    }
+
+
 def _differentiation(
     services: Any, svc: Service, req: CDSRequest, prefetch: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
@@ -372,16 +391,20 @@ def _differentiation(
     if ans.get("low_confidence"):
         lines.append("\n**低置信度 / low confidence**：请补充舌象、脉象与主症 / gather more findings.")
     lines.append(f"\n知识库 / KB {versions['kb_version']} · 仅供辨证参考，由医师决定 / decision support only.")
-    cards: list[dict[str, Any]] = [
-        {
-            "uuid": str(uuid.uuid5(CARD_NS, "differentiation|" + "|".join(d["syndrome_id"] for d in diffs))),
-            "summary": summary,
-            "indicator": "info",
-            "detail": "\n".join(lines),
-            "source": source,
-        }
-    ]
     patient_id = req.context.get("patientId")
+    diff_id = str(uuid.uuid5(CARD_NS, "differentiation|" + "|".join(d["syndrome_id"] for d in diffs)))
+    record = [_record_diagnosis(d, patient_id, diff_id) for d in diffs[:3] if d.get("disease")]
+    card: dict[str, Any] = {
+        "uuid": diff_id,
+        "summary": summary,
+        "indicator": "info",
+        "detail": "\n".join(lines),
+        "source": source,
+    }
+    if record:
+        card["suggestions"] = record
+        card["selectionBehavior"] = "at-most-one"
+    cards: list[dict[str, Any]] = [card]
     for s in ans.get("suggestions", []):
         if s.get("withheld"):
             cards.append(

@@ -27,6 +27,9 @@ ICD_PREFIX = "http://id.who.int/icd"  # ICD-11 MMS code systems (release/11/mms 
 PREGNANCY_LOINC = "82810-3"
 UCUM = "http://unitsofmeasure.org"
 FINDING_SYSTEM = "https://tcm-cds.org/CodeSystem/finding"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 _INACTIVE_STATUS = {"entered-in-error", "cancelled"}
 
 
@@ -276,6 +279,35 @@ def draft_order(
     if reason_codes:
         mr["reasonCode"] = reason_codes
     return mr
+
+
+def draft_diagnosis(
+    patient_id: str | None, disease: str, syndrome: str, codes: Sequence[dict[str, str]], note: str
+) -> list[dict[str, Any]]:
+    """Two provisional Conditions for a TCM diagnosis: the disease (ICD-11 TM1 disorder code where known) and the
+    syndrome (TM1 pattern code where known), each named in ``code.text`` so a side without a code still reads.
+
+    ICD-11 codes a TM1 diagnosis as one disorder plus one pattern; they are different concepts, so they go in two
+    Conditions rather than as two codings of one CodeableConcept (which FHIR reads as synonyms).
+    """
+    out = []
+    for of, text in (("disease", disease), ("syndrome", f"{disease}·{syndrome}")):
+        concept: dict[str, Any] = {"text": text}
+        codings = [{k: c[k] for k in ("system", "code", "display") if k in c} for c in codes if c.get("of") == of]
+        if codings:
+            concept["coding"] = codings
+        out.append(
+            {
+                "resourceType": "Condition",
+                "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
+                "verificationStatus": {"coding": [{"system": CONDITION_VERIFICATION, "code": "provisional"}]},
+                "category": [{"coding": [{"system": CONDITION_CATEGORY, "code": "encounter-diagnosis"}]}],
+                "code": concept,
+                "subject": {"reference": f"Patient/{patient_id}" if patient_id else "Patient/unknown"},
+                "note": [{"text": note}],
+            }
+        )
+    return out
 
 
 # ---- prefetch -> findings request ----------------------------------------------------------------------

@@ -283,6 +283,19 @@ def test_patient_view_differentiation(env: Env) -> None:
         validate_card(c)
     assert "风寒束表证" in cards[0]["summary"] and cards[0]["indicator"] == "info"
     assert "| 风寒束表证 |" in cards[0]["detail"]
+    # the differentiation card offers to record its top differentials as provisional diagnoses (valid FHIR Conditions)
+    record = cards[0]["suggestions"][0]
+    assert "风寒束表证" in record["label"] and cards[0]["selectionBehavior"] == "at-most-one"
+    disease_c, syndrome_c = (a["resource"] for a in record["actions"])
+    assert disease_c["code"] == {
+        "text": "感冒",
+        "coding": [
+            {"system": "http://id.who.int/icd/release/11/mms", "code": "SA60", "display": "Common cold disorder (TM1)"}
+        ],
+    }
+    assert syndrome_c["code"] == {"text": "感冒·风寒束表证"}  # no pattern code recorded: text, never a guess
+    assert {c["verificationStatus"]["coding"][0]["code"] for c in (disease_c, syndrome_c)} == {"provisional"}
+    assert disease_c["subject"] == {"reference": "Patient/p-1"}
     formula = [c for c in cards if c["source"]["topic"]["code"] == "formula-suggestion"]
     assert formula and "麻黄汤" in formula[0]["summary"]
     create = formula[0]["suggestions"][0]["actions"][0]
