@@ -92,6 +92,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v}" for k, v in mono["missing"].items() if v)
             + ")"
         )
+        rec = stats["formula_records"]
+        print(
+            f"  formulas with every field: {rec['complete']} of {stats['counts']['formulas']} (lacking: "
+            + ", ".join(f"{k} {v}" for k, v in rec["missing"].items() if v)
+            + ")"
+        )
         coded = stats["codes"]
         print(
             f"  ICD-11 TM1 codes: {coded['diseases']['icd11']} of {stats['counts']['diseases']} diseases, "

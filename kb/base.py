@@ -514,6 +514,7 @@ class KnowledgeBase:
                 + sum(1 for f in self.forms.values() if "pregnancy" in f.own_fields),
             },
             "herb_monographs": _monograph_counts(herbs),
+            "formula_records": _formula_counts(list(self.formulas.values())),
             "codes": {
                 kind: {
                     field: sum(1 for e in table.values() if field in e.codes)
@@ -573,6 +574,26 @@ def _monograph_counts(herbs: list[m.Herb]) -> dict[str, Any]:
     return {
         "complete": sum(1 for h in herbs if all(has(h, f) for f in MONOGRAPH_FIELDS)),
         "missing": {f: sum(1 for h in herbs if not has(h, f)) for f in MONOGRAPH_FIELDS},
+    }
+
+
+FORMULA_FIELDS = ("functions", "indications", "cautions", "doses", "roles")
+
+
+def _formula_counts(formulas: list[m.Formula]) -> dict[str, Any]:
+    """How many formulas have every field the issue names (composition with a modern dose in grams, or a count, for
+    each herb, the role of each herb, functions, indications, cautions), and how many lack each one."""
+
+    def has(f: m.Formula, field: str) -> bool:
+        if field == "doses":
+            return all(i.dose_g is not None or i.amount for i in f.composition)
+        if field == "roles":
+            return all(i.role for i in f.composition)
+        return bool(getattr(f, field))
+
+    return {
+        "complete": sum(1 for f in formulas if all(has(f, k) for k in FORMULA_FIELDS)),
+        "missing": {k: sum(1 for f in formulas if not has(f, k)) for k in FORMULA_FIELDS},
     }
 
 

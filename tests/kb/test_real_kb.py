@@ -22,6 +22,8 @@ def test_issue_scale(real_kb: KnowledgeBase) -> None:
     assert c["symptoms"] >= 1000
     # at least 600 monographs with every field: pinyin, Latin name, nature, flavours, meridians, functions, dose
     assert real_kb.stats()["herb_monographs"]["complete"] >= 600
+    # at least 400 formulas with a dose (grams or a count) and a role for every herb, functions, indications, cautions
+    assert real_kb.stats()["formula_records"]["complete"] >= 400
 
 
 def test_every_entry_cites_a_known_source(real_kb: KnowledgeBase) -> None:
