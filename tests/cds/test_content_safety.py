@@ -48,3 +48,19 @@ def test_diseases_of_pregnancy_propose_nothing_forbidden_in_pregnancy(real_kb: K
                 if real_kb.safety(i.herb_id, i.form_id).pregnancy in ("禁用", "忌用"):
                     bad.append((sid, i.written))
     assert bad == []
+
+
+def test_formulas_with_a_herb_forbidden_in_pregnancy_say_so(real_kb: KnowledgeBase) -> None:
+    """A formula holding a herb the Pharmacopoeia forbids (禁用) or says to avoid (忌用) in pregnancy names
+    pregnancy in its cautions (at the level its own monograph gives: 安宫牛黄丸 says 孕妇慎用). An ingredient that
+    is removed before use (天台乌药散's 巴豆, fried with 川楝子 and discarded) does not count."""
+    silent = []
+    for f in real_kb.formulas.values():
+        strict = [
+            i.written
+            for i in f.composition
+            if real_kb.safety(i.herb_id, i.form_id).pregnancy in ("禁用", "忌用") and "不用" not in (i.note or "")
+        ]
+        if strict and not any("孕妇" in c for c in f.cautions):
+            silent.append((f.name, strict))
+    assert silent == []
