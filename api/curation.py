@@ -21,6 +21,7 @@ from starlette.responses import Response
 from api.auth import PUBLIC, requires
 from api.calls import answer, note_audit, read_json
 from api.errors import BadRequest, NotFound
+from kb import icd11
 from kb.content_tree import KINDS
 from kb.errors import CurationInputError, PreconditionRequiredError
 
@@ -331,7 +332,8 @@ HELP = {
     "composition": "每味药一行：药名、剂量（克）或用量（如 12枚）、君臣佐使、备注（先煎、后下…）",
     "modifications": "加减：when 为症状列表，add 为加入的药（同组成格式），remove 为去掉的药名",
     "replaced_by": "同类条目的编号",
-    "codes": "GB/T 15657-2021、GB/T 16751.2-2021、ICD-11 第26章编码；不确定请留空",
+    "codes": "GB/T 15657-2021、GB/T 16751.2-2021、ICD-11 第26章（TM1）编码：疾病填疾病编码（SA00–SE5Z），证候填证候编码"
+    "（SE70–SJ3Z），仅当世卫组织名称与本条同义时填写；不确定请留空",
 }
 MULTILINE = {"usage", "note", "deprecation_reason", "message_zh", "message_en"}
 # the order a physician reads an entry in; fields not listed follow in the schema's order, provenance last
@@ -397,6 +399,7 @@ def _field(name: str, annotation: Any, required: bool) -> dict[str, Any]:
 
 
 _SCHEMA: dict[str, Any] | None = None
+ICD11_HALF = {"disease": "disorder", "syndrome": "pattern"}  # which half of ICD-11 chapter 26 each kind takes
 
 
 def form_schema() -> dict[str, Any]:
@@ -411,6 +414,11 @@ def form_schema() -> dict[str, Any]:
             fields = [
                 _field(n, k.model.model_fields[n].annotation, k.model.model_fields[n].is_required()) for n in names
             ]
+            for f in fields:
+                if f["name"] == "codes" and k.name in ICD11_HALF:
+                    f["icd11_options"] = [
+                        [c, t] for c, t in icd11.table().items() if icd11.kind(c) == ICD11_HALF[k.name]
+                    ]
             kinds[k.name] = {"label": k.label, "parent": k.parent, "fields": fields}
         _SCHEMA = {"kinds": kinds, "statuses": ["open", "approved", "rejected", "released", "withdrawn", "conflict"]}
     return _SCHEMA

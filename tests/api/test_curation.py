@@ -318,6 +318,14 @@ def test_entity_names_its_parent_and_the_schema_labels_codes(cur: Env) -> None:
     }
     assert fields["verification"]["option_labels"]["unverified"] == "未核实"
     assert list(fields)[:2] == ["id", "name"] and list(fields)[-1] == "deprecation_reason"
+    # the ICD-11 code field offers its half of chapter 26: disorders for a disease, patterns for a syndrome
+    kinds = cur.client.get("/v1/curation/schema", headers=cur.auth("curator")).json()["kinds"]
+    offered = {
+        k: dict(next(f for f in kinds[k]["fields"] if f["name"] == "codes")["icd11_options"])
+        for k in ("disease", "syndrome")
+    }
+    assert offered["disease"]["SA60"] == "Common cold disorder (TM1)" and "SF8C" not in offered["disease"]
+    assert "SF8C" in offered["syndrome"] and "SA60" not in offered["syndrome"]
 
 
 def test_a_changed_builtin_knowledge_base_is_reported(cur: Env, kb_copy: Any) -> None:

@@ -372,3 +372,26 @@ def test_create_and_deprecate_forms(server: Server, page: Any, screenshot_dir: P
     shot(page, screenshot_dir, "14-deprecated-entity")
     page.click('[data-testid="replaced-by"]')
     wait_view(page, "/entity/herb/renshen")
+
+
+# ---- standard codes: the ICD-11 field offers its half of chapter 26 ------------------------------------------
+def test_icd11_field_offers_the_right_half_of_chapter_26(server: Server, page: Any, screenshot_dir: Path) -> None:
+    login(page, server, "curator")
+    go(page, server, "/edit/syndrome/kesou.fenghan-xifei")
+    field = page.locator('[data-testid="field-codes-icd11"]')
+    assert field.input_value() == "SF8C"  # the code the entry has
+    options = page.eval_on_selector(
+        '[data-testid="field-codes-icd11"]', "el => [...el.list.options].map(o => [o.value, o.label])"
+    )
+    codes = dict(options)
+    assert codes["SF8C"] == "Wind-cold fettering the lung pattern (TM1)"
+    assert "SA60" not in codes and all(c >= "SE70" for c in codes)  # a syndrome takes pattern codes only
+    go(page, server, "/edit/disease/ganmao")
+    assert page.locator('[data-testid="field-codes-icd11"]').input_value() == "SA60"
+    codes = dict(
+        page.eval_on_selector(
+            '[data-testid="field-codes-icd11"]', "el => [...el.list.options].map(o => [o.value, o.label])"
+        )
+    )
+    assert "SA60" in codes and "SF8C" not in codes
+    shot(page, screenshot_dir, "15-icd11-codes")

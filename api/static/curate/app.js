@@ -568,12 +568,19 @@ function makeWidget(def, idBase) {
 
 // 标准编码: three labelled codes instead of JSON
 function codesWidget(def, id, tid) {
+  // ICD-11 offers the codes of its half of chapter 26 (a disease's disorder codes, a syndrome's pattern codes)
+  const lists = [];
   const inputs = Object.entries(CODE_LABELS).map(([key, label]) => {
-    const inp = h("input", { type: "text", id: `${id}-${key}`, "data-testid": `${tid}-${key}`, size: 14 });
+    const attrs = { type: "text", id: `${id}-${key}`, "data-testid": `${tid}-${key}`, size: 14 };
+    if (key === "icd11" && def.icd11_options) {
+      attrs.list = `${id}-icd11-options`;
+      lists.push(h("datalist", { id: attrs.list }, def.icd11_options.map(([code, title]) => h("option", { value: code, label: title }))));
+    }
+    const inp = h("input", attrs);
     return { key, inp, el: h("label", { for: `${id}-${key}`, class: "inline-field" }, `${label} `, inp) };
   });
   return {
-    el: h("div", { class: "row", role: "group", "aria-labelledby": `${id}-label` }, inputs.map((x) => x.el)),
+    el: h("div", { class: "row", role: "group", "aria-labelledby": `${id}-label` }, inputs.map((x) => x.el), lists),
     focusEl: inputs[0].inp,
     get: () => {
       const out = {};
