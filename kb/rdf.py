@@ -18,6 +18,7 @@ import json
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_origin
@@ -92,10 +93,35 @@ def _py(lit: Any) -> Any:
 
 
 # ---- export --------------------------------------------------------------------------------------------
+class TripleSet:
+    """The triples of an export, kept in a plain set: all Turtle writing needs (``add``, ``bind``, ``namespaces``,
+    iteration, ``len``). rdflib's in-memory store indexes every triple three ways as it is added, which is most of
+    the time of a whole-knowledge-base export; a file export never queries, so it skips the store."""
+
+    def __init__(self) -> None:
+        self._triples: set[tuple[Any, Any, Any]] = set()
+        self._ns: dict[str, URIRef] = dict(Graph().namespaces())  # rdflib's default bindings (rdf, xsd …)
+
+    def bind(self, prefix: str, namespace: Any) -> None:
+        self._ns[prefix] = URIRef(str(namespace))
+
+    def namespaces(self) -> Iterator[tuple[str, URIRef]]:
+        return iter(self._ns.items())
+
+    def add(self, triple: tuple[Any, Any, Any]) -> None:
+        self._triples.add(triple)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any, Any]]:
+        return iter(self._triples)
+
+    def __len__(self) -> int:
+        return len(self._triples)
+
+
 class _Exporter:
-    def __init__(self, kb: KnowledgeBase):
+    def __init__(self, kb: KnowledgeBase, sink: Any = None):
         self.kb = kb
-        self.g = Graph()
+        self.g: Any = Graph() if sink is None else sink
         for prefix, ns in (("tcm", TCM), ("kb", KBN), ("skos", SKOS), ("prov", PROV)):
             self.g.bind(prefix, ns)
 
@@ -209,7 +235,8 @@ class _Exporter:
             for mem in (*r.a, *r.b, *r.members):
                 g.add((ri, TCM.involvesHerb, KBN[f"herb/{mem.herb_id}"]))
 
-    def run(self) -> Graph:
+    def run(self) -> Any:
+        """The content and link triples, in the sink it was given (an rdflib Graph by default)."""
         kb, g = self.kb, self.g
         c = kb.content
         release = KBN[f"release/{kb.version.release}"]
@@ -256,7 +283,8 @@ class _Exporter:
 
 def to_graph(kb: KnowledgeBase) -> Graph:
     """The knowledge base as an rdflib Graph (content triples plus derived link triples)."""
-    return _Exporter(kb).run()
+    g: Graph = _Exporter(kb).run()
+    return g
 
 
 def to_subgraph(kb: KnowledgeBase, keys: set[tuple[str, str]]) -> tuple[Graph, list[URIRef]]:
@@ -322,7 +350,12 @@ def cached_graph(kb: KnowledgeBase) -> Graph:
 
 
 def export(kb: KnowledgeBase, fmt: str, out: Path) -> int:
-    """Write the graph as Turtle (``ttl``) or JSON-LD (``jsonld``); returns the triple count. Atomic write."""
+    """Write the graph as Turtle (``ttl``) or JSON-LD (``jsonld``); returns the triple count. Atomic write.
+    Turtle is written from the plain triples (:class:`TripleSet`), the same ones ``to_graph`` holds."""
+    if FORMATS.get(fmt) == "turtle":
+        triples = _Exporter(kb, TripleSet()).run()
+        _atomic_write(out, turtle(triples).encode("utf-8"))
+        return len(triples)
     g = to_graph(kb)
     _atomic_write(out, serialize(g, fmt))
     return len(g)
@@ -358,7 +391,7 @@ def _iri(iri: str) -> str:
     return "<" + "".join(f"\\u{ord(ch):04X}" if ch in '<>"{}|^`\\' or ord(ch) <= 0x20 else ch for ch in iri) + ">"
 
 
-def turtle(g: Graph) -> str:
+def turtle(g: Graph | TripleSet) -> str:
     """The graph as Turtle, written directly: rdflib's serializer spends most of its time (20 of 26 s for the
     whole knowledge base) computing prefixed names. Subjects, predicates and objects are sorted, so the same graph
     gives the same text. IRIs under a bound namespace are written as prefixed names when the rest of the IRI

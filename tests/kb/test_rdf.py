@@ -133,3 +133,5 @@ def test_turtle_export_of_the_fixture_knowledge_base_parses_back_to_the_same_tri
     n = rdf.export(fixture_kb, "ttl", out)
     back = Graph().parse(out, format="turtle")
     assert len(back) == n and set(back) == set(rdf.to_graph(fixture_kb))
+    # written from the plain triples, without building the store: the same text as from the rdflib graph
+    assert out.read_text(encoding="utf-8") == rdf.turtle(rdf.to_graph(fixture_kb))
