@@ -322,7 +322,7 @@ LABELS = {
     "codes": "标准编码", "key_symptoms": "主症", "secondary_symptoms": "次症", "tongue": "舌象", "pulse": "脉象",
     "contra_symptoms": "不支持本证的表现", "principle": "治法", "formulas": "方剂（主方在前）", "modifications": "加减",
     "discipline": "科别", "western": "相关西医诊断", "synonyms": "同义词", "negated": "否定性表现（如无汗）",
-    "opposite": "相反表现", "broader": "上位表现", "kind": "规则类型", "severity": "严重程度", "a": "甲组药物",
+    "opposite": "相反表现", "broader": "上位表现", "replaces": "并入本条的旧条目编号", "kind": "规则类型", "severity": "严重程度", "a": "甲组药物",
     "b": "乙组药物", "members": "药物", "params": "参数", "message_zh": "提示（中文）", "message_en": "提示（英文）",
     "note": "备注", "work": "著作", "edition": "版本", "publisher": "出版者", "year": "年份",
 }  # fmt: skip

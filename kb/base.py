@@ -57,6 +57,7 @@ class KnowledgeBase:
         self.rulesets: dict[str, m.RuleSet] = {}
         self.warnings: list[str] = []
         self.deprecated: dict[str, dict[str, Any]] = {}  # "kind:id" -> {replaced_by, reason}
+        self.merged_symptoms: dict[str, str] = {}  # id of a symptom merged into another -> the id it lives on as
         self.names = NameIndex(self)
         self._origin = origin_map(content)
         self._problems: list[str] = list(content.problems)
@@ -181,6 +182,11 @@ class KnowledgeBase:
             for x in entries:
                 if x.deprecated:
                     check(kind, x, x, "replaced_by", table)
+        for old, into in self.merged_symptoms.items():
+            if old in self.symptoms:
+                self._problem(self._symptom_entry(into), "replaces", f"{old!r} is still a symptom of its own")
+            else:
+                self.deprecated[f"symptom:{old}"] = {"replaced_by": into, "reason": f"merged into {into}"}
         for d in c.diseases:
             if d.deprecated:
                 check("disease", d, d, "replaced_by", self.diseases)
@@ -191,6 +197,9 @@ class KnowledgeBase:
             for i, r in enumerate(rf.rules):
                 if r.deprecated:
                     check("rule", rf, r, f"rules[{i}].replaced_by", self.rules)
+
+    def _symptom_entry(self, ident: str) -> Any:
+        return next(x for x in self.content.symptoms if x.id == ident)
 
     def deprecation(self, kind: str, ident: str) -> dict[str, Any] | None:
         """``{replaced_by, reason}`` when the entry is deprecated, else None."""
@@ -265,6 +274,10 @@ class KnowledgeBase:
             opposite=sym.opposite, broader=sym.broader, source=self._source(sym, sym.source),
             verification=sym.verification.value,
         )  # fmt: skip
+        for i, old in enumerate(sym.replaces):
+            if old in self.merged_symptoms:
+                self._problem(sym, f"replaces[{i}]", f"{old!r} is already merged into {self.merged_symptoms[old]!r}")
+            self.merged_symptoms[old] = sym.id
         t = Target("symptom", sym.id)
         self._index(sym, "name", sym.name, t)
         for a in sym.synonyms:
@@ -453,6 +466,8 @@ class KnowledgeBase:
             raise UnknownEntityError("kind", kind, sorted(table))
         if key in table[kind]:
             return table[kind][key]
+        if kind == "symptom" and key in self.merged_symptoms:
+            return table[kind][self.merged_symptoms[key]]
         if kind in ("herb", "formula", "syndrome", "disease", "symptom"):
             r = self.resolve(key, kind)
             if r.resolved and r.id:

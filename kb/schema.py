@@ -289,6 +289,9 @@ class Symptom(Sourced):
     negated: bool = False  # a finding that is itself an absence: 无汗, 口不渴, 不欲饮
     opposite: str | None = None  # the finding it excludes (无汗 <-> 汗出)
     broader: str | None = None  # a more general finding (恶风 -> 恶寒)
+    # ids of entries merged into this one (their names are now its synonyms): nothing is deleted, an old id
+    # still answers with this entry and reads as deprecated, replaced by it
+    replaces: list[Id] = Field(default_factory=list)
 
 
 class DistinctName(Sourced):

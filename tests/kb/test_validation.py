@@ -128,3 +128,21 @@ def test_icd11_codes_load_and_show_in_stats(kb_copy: Path) -> None:
     base = kb.load(kb_copy)
     assert base.diseases["ganmao"].codes == {"icd11": "SA60"}
     assert base.stats()["codes"]["diseases"]["icd11"] == 1
+
+
+def test_a_merged_symptom_id_keeps_answering(kb_copy: Path) -> None:
+    """Merging two symptom entries deletes nothing: the kept entry lists the old id in ``replaces``, and the old id
+    still finds the entry and reads as deprecated, replaced by it."""
+    break_file(
+        kb_copy, "symptoms/all.yaml", "{id: fa1re4, name: 发热,", "{id: fa1re4, replaces: [fa1re4-old], name: 发热,"
+    )
+    base = kb.load(kb_copy)
+    assert base.get("symptom", "fa1re4-old").name == "发热"
+    assert base.deprecation("symptom", "fa1re4-old") == {"replaced_by": "fa1re4", "reason": "merged into fa1re4"}
+
+
+def test_replaces_must_name_an_id_that_is_gone(kb_copy: Path) -> None:
+    break_file(
+        kb_copy, "symptoms/all.yaml", "{id: fa1re4, name: 发热,", "{id: fa1re4, replaces: [fa1re4-qing1], name: 发热,"
+    )
+    assert any("'fa1re4-qing1' is still a symptom of its own" in p for p in problems(kb_copy))
