@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -586,10 +586,7 @@ def _monograph_counts(herbs: list[m.Herb]) -> dict[str, Any]:
     def has(h: m.Herb, field: str) -> bool:
         return bool(h.safety.dose_g if field == "dose_g" else getattr(h, field))
 
-    return {
-        "complete": sum(1 for h in herbs if all(has(h, f) for f in MONOGRAPH_FIELDS)),
-        "missing": {f: sum(1 for h in herbs if not has(h, f)) for f in MONOGRAPH_FIELDS},
-    }
+    return _completeness(herbs, MONOGRAPH_FIELDS, has)
 
 
 FORMULA_FIELDS = ("functions", "indications", "cautions", "doses", "roles")
@@ -606,9 +603,14 @@ def _formula_counts(formulas: list[m.Formula]) -> dict[str, Any]:
             return all(i.role for i in f.composition)
         return bool(getattr(f, field))
 
+    return _completeness(formulas, FORMULA_FIELDS, has)
+
+
+def _completeness(entries: Sequence[Any], fields: tuple[str, ...], has: Callable[[Any, str], bool]) -> dict[str, Any]:
+    """``complete``: how many entries have every field; ``missing``: how many lack each one."""
     return {
-        "complete": sum(1 for f in formulas if all(has(f, k) for k in FORMULA_FIELDS)),
-        "missing": {k: sum(1 for f in formulas if not has(f, k)) for k in FORMULA_FIELDS},
+        "complete": sum(1 for e in entries if all(has(e, f) for f in fields)),
+        "missing": {f: sum(1 for e in entries if not has(e, f)) for f in fields},
     }
 
 
