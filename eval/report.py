@@ -250,6 +250,7 @@ def build_report(data: str | None, models: Path, out: Path, retrain: bool = Fals
     lines += [f"![confusion matrix]({png})", ""]
     lines += ["Labels: " + ", ".join(f"{k} = {v}" for k, v in cc["label_names"].items()), ""]
 
+    lines += _kb_section(data)
     lines += _syndromes_section(out / "syndromes.json")
     lines += _retrieval_section(out / "retrieval.json")
     lines += _vectors_section(out / "vectors.json")
@@ -275,6 +276,43 @@ def _head(title: str, intro: str, columns: list[str]) -> list[str]:
 
 def _missing(title: str, path: Path) -> list[str]:
     return [f"## {title}", "", f"_Not run: `{path.name}` is missing (`make eval` writes it)._", ""]
+
+
+def _kb_section(data: str | None) -> list[str]:
+    """The built-in knowledge base: size, completeness, standard codes, verification, coverage of the data."""
+    import kb as kbmod
+    from eval.coverage import coverage
+    from kb.errors import TCMError
+
+    base = kbmod.default()
+    st = base.stats()
+    c, mono, rec, codes = st["counts"], st["herb_monographs"], st["formula_records"], st["codes"]
+    lines = [
+        f"## Knowledge base ({st['version']}, `tcm kb stats`, `tcm kb coverage`)",
+        "",
+        ", ".join(f"{v:,} {k}" for k, v in c.items()) + ".",
+        "",
+        f"Complete herb monographs {mono['complete']} of {c['herbs']}; complete formula records {rec['complete']} of "
+        f"{c['formulas']}; ICD-11 TM1 codes on {codes['diseases']['icd11']} diseases and "
+        f"{codes['syndromes']['icd11']} syndromes. Verification: "
+        + "; ".join(f"{k} " + ", ".join(f"{n} {s}" for s, n in v.items()) for k, v in st["verification"].items())
+        + ".",
+        "",
+    ]
+    try:
+        cov = coverage(base, Path(data) if data else None)
+    except (TCMError, OSError) as exc:
+        return [*lines, f"_Coverage not computed: {exc}_", ""]
+    herbs, f = cov["herbs"], cov["formulas"]
+    lines += [
+        f"Coverage of the research data: herb names TCM-PD {herbs['tcm-pd']['coverage']:.1%}, SMGCN "
+        f"{herbs['smgcn']['coverage']:.1%}, tcm-cases mentions {herbs['tcm-cases']['coverage']:.2%}; TCM-PD "
+        f"symptom names {cov['symptoms']['tcm-pd']['coverage']:.1%}; formula compositions agree for {f['agree']} "
+        f"of {f['compared']} ({f['agreement']:.1%}; every disagreement classified in "
+        "`eval/crosscheck/formulae.yaml`).",
+        "",
+    ]
+    return lines
 
 
 def _syndromes_section(path: Path) -> list[str]:

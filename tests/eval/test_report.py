@@ -32,6 +32,9 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["herb-rec"]["datasets"]["smgcn"]["n_test"] == 60
     assert "_Not run: `retrieval.json` is missing" in text  # the other results are said to be absent, not hidden
+    # the built-in knowledge base: its size and completeness; coverage needs the full data, and says why it is absent
+    assert "## Knowledge base (" in text and "Complete herb monographs " in text and "ICD-11 TM1 codes on " in text
+    assert "_Coverage not computed: " in text and "formulae.jsonl" in text
 
     # with the result files that make eval writes first, their sections carry their numbers
     split = {"vignettes": 10, "top1": 70.0, "top3": 90.0, "top1_disease_given": 95.0, "top3_disease_given": 99.0,
