@@ -430,12 +430,14 @@ def _cases(kb: KnowledgeBase, data: Path, why: dict[str, dict[str, str]] | None 
     }  # fmt: skip
 
 
-def _composition(text: str) -> list[str] | None:
-    m = re.search(r"由(.+?)(?:等药物|等药|等)?组成", text)
+def _composition(text: str) -> tuple[list[str], int | None] | None:
+    """The herb names a record lists, and the count it declares when it cuts the list short ("由A、B等25味药物组成":
+    25), else None."""
+    m = re.search(r"由(.+?)(?:等(\d+)味药物|等药物|等药|等)?组成", text)
     if not m:
         return None
     body = re.sub(r"(?<=[\u4e00-\u9fff])[和连]皮", "", m.group(1))  # 生姜和皮: the ginger with its skin, not 皮
-    return [x.strip() for x in re.split(r"[、，,及和]", body) if x.strip()]
+    return [x.strip() for x in re.split(r"[、，,及和]", body) if x.strip()], int(m.group(2)) if m.group(2) else None
 
 
 # An ingredient the source names only in its method of preparation (姜枣 added in the 煎服法, honey to make the pills,
@@ -474,6 +476,7 @@ def _formulas(
         raise InputError(f"{path}: not found")
     compared, agree, disagreements, no_composition = 0, 0, [], 0
     agree_usage: list[dict[str, Any]] = []
+    agree_truncated: list[dict[str, Any]] = []
     expanded: list[dict[str, Any]] = []
     matched_names = 0
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -484,10 +487,11 @@ def _formulas(
         if not r.resolved or r.how == "variant" or r.id is None:
             continue
         matched_names += 1
-        theirs = _composition(row.get("text", ""))
-        if not theirs:
+        parsed = _composition(row.get("text", ""))
+        if not parsed or not parsed[0]:
             no_composition += 1
             continue
+        theirs, declared = parsed
         compared += 1
         ours_f = kb.formulas[r.id]
         ours = {i.herb_id for i in ours_f.composition}
@@ -518,7 +522,14 @@ def _formulas(
                 their_ids.add(species[0])
             else:
                 their_unresolved.append(name)
-        if not their_unresolved and (their_ids == ours or core <= their_ids <= ours):
+        if not their_unresolved and declared is not None and declared > len(theirs):
+            # a list cut short ("等25味"): it agrees when every herb it names is ours and ours has that many herbs
+            if their_ids <= ours and len(ours_f.composition) == declared:
+                agree += 1
+                agree_truncated.append({"formula": ours_f.name, "id": ours_f.id, "listed": len(theirs),
+                                        "declared": declared})  # fmt: skip
+                continue
+        elif not their_unresolved and (their_ids == ours or core <= their_ids <= ours):
             agree += 1
             if their_ids != ours:
                 agree_usage.append(
@@ -545,7 +556,8 @@ def _formulas(
     return {
         "in_both": matched_names, "compared": compared, "without_composition": no_composition, "agree": agree,
         "agreement": round(agree / compared, 4) if compared else None,
-        "agree_exact": agree - len(agree_usage), "agree_usage": agree_usage,
+        "agree_exact": agree - len(agree_usage) - len(agree_truncated), "agree_usage": agree_usage,
+        "agree_truncated": agree_truncated,
         "components_expanded": expanded,
         "disagreements_by_verdict": dict(by_verdict.most_common()),
         **({"fixed_but_still_disagree": stale} if stale else {}),

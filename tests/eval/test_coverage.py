@@ -166,6 +166,22 @@ def test_usage_mark_does_not_excuse_a_missing_core_herb(kb_copy: Path, tmp_path:
     assert rep["agree"] == 0 and rep["disagreements"][0]["only_ours"] == ["生姜"]
 
 
+@pytest.mark.parametrize(
+    ("listed", "declared", "agrees"),
+    [("桂枝、芍药", 5, True),  # cut short, every herb named is ours, and ours has the 5 the record declares
+     ("桂枝、芍药", 6, False),  # declares a herb more than ours has
+     ("桂枝、麻黄", 5, False),  # names a herb that is not ours
+     ("桂枝、芍药、生姜、大枣、甘草、麻黄", 5, False)],  # the list is not short: compared as it is
+)  # fmt: skip
+def test_a_list_cut_short_is_compared_by_what_it_names_and_declares(
+    fixture_kb: kb.KnowledgeBase, tmp_path: Path, listed: str, declared: int, agrees: bool
+) -> None:
+    row = {"category": "x", "formula": "桂枝汤", "text": f"桂枝汤由{listed}等{declared}味药物组成。"}
+    rep = cov._formulas(fixture_kb, _data(tmp_path, [row]), {}, {})
+    assert (rep["compared"], rep["agree"]) == (1, int(agrees))
+    assert [x["formula"] for x in rep["agree_truncated"]] == (["桂枝汤"] if agrees else [])
+
+
 def test_coverage_report(fixture_kb: kb.KnowledgeBase, tmp_path: Path) -> None:
     data = _data(tmp_path, [_row("桂枝汤", "桂枝、芍药、生姜、大枣、甘草")])
     rep = cov.coverage(fixture_kb, data)
