@@ -60,7 +60,11 @@ def _print_human(ans: dict[str, Any]) -> None:
     print("findings: " + "、".join(r["finding"] for r in ans["recognised"]) + flag)
     for d in ans["differentials"]:
         score = f"{d['score']:.2f}" if d.get("score") is not None else " -  "
-        print(f"  {score}  {d.get('disease') or '?'}·{d['name']}  {d.get('treatment_principle') or ''}")
+        codes = "/".join(c["code"] for c in d.get("codes", []))
+        print(
+            f"  {score}  {d.get('disease') or '?'}·{d['name']}  {d.get('treatment_principle') or ''}"
+            + (f"  [ICD-11 {codes}]" if codes else "")
+        )
     for s in ans.get("suggestions", []):
         if s.get("withheld"):
             print(f"  {s['syndrome']}: withheld — {s.get('reason')}")

@@ -94,3 +94,12 @@ def test_differentiate_no_models_and_contradictory_flags(tcm, built: Path, tmp_p
     assert r.code == 2 and "contradict" in r.err
     r = tcm("suggest", str(req), "--models", str(tmp_path / "nowhere"), "--json")
     assert r.code == 2 and "no artifacts folder" in r.err
+
+
+def test_differentiate_prints_the_icd11_codes(tcm, tmp_path: Path) -> None:
+    req = tmp_path / "q.json"
+    req.write_text('{"text": "恶寒重，发热轻，无汗，头痛，苔薄白，脉浮紧"}', encoding="utf-8")
+    r = tcm("differentiate", str(req), "--no-models")
+    assert r.code == 0, r.err
+    top = r.out.splitlines()[1]
+    assert "感冒·风寒束表证" in top and top.endswith("[ICD-11 SA60]")  # the disease's code; the syndrome has none
