@@ -250,6 +250,8 @@ class Index:
         # the same profiles as sparse matrices, for scoring every syndrome at once
         self.rows = list(self.profiles)
         self.row_of = {sid: i for i, sid in enumerate(self.rows)}
+        # deprecated syndromes are not offered (they still rank when a physician names one)
+        self.deprecated_rows = frozenset(i for i, sid in enumerate(self.rows) if kb.deprecation("syndrome", sid))
         self.col: dict[str, int] = {}
         data: list[float] = []
         ri: list[int] = []
@@ -782,8 +784,8 @@ def _differentiate(
         entries.sort(key=lambda e: -(e["score"] if e["score"] is not None else -1.0))
     else:
         rows = np.array([idx.row_of[sy.id] for sy in _pool(base, f)]) if f.disease_ids else np.arange(len(idx.rows))
-        if base.deprecated:  # a deprecated syndrome is not offered (it still ranks when a physician names it)
-            rows = np.array([r for r in rows.tolist() if base.deprecation("syndrome", idx.rows[r]) is None], dtype=int)
+        if idx.deprecated_rows:  # a deprecated syndrome is not offered (it still ranks when a physician names it)
+            rows = np.array([r for r in rows.tolist() if r not in idx.deprecated_rows], dtype=int)
         pool_logits = logit_arr[rows]
         order = np.argsort(-pool_logits, kind="stable")
         probs = _softmax(pool_logits.tolist(), p["temperature"])
