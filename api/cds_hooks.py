@@ -31,9 +31,8 @@ from api.auth import CDS_CLIENT, requires
 from api.calls import answer, note_audit, read_json, run
 from api.errors import NotFound, PreconditionFailed
 from api.fhir_io import _age as age_of
-from api.fhir_io import draft_diagnosis as make_draft_diagnosis
-from api.fhir_io import draft_order as make_draft_order
 from api.fhir_io import (
+    codings_of,
     findings_request,
     herbal_orders,
     is_pregnancy_status,
@@ -43,6 +42,8 @@ from api.fhir_io import (
     updated_order,
     validate,
 )
+from api.fhir_io import draft_diagnosis as make_draft_diagnosis
+from api.fhir_io import draft_order as make_draft_order
 from kb.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -330,7 +331,7 @@ def _reasons(s: dict[str, Any]) -> list[tuple[str, list[dict[str, str]]]]:
     out = []
     for of, name in (("disease", s.get("disease")), ("syndrome", s.get("syndrome"))):
         if name:
-            out.append((str(name), [c for c in codes if c.get("of") == of]))
+            out.append((str(name), codings_of(codes, of)))
     return out
 
 

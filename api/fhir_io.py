@@ -242,8 +242,8 @@ def draft_order(
 ) -> dict[str, Any]:
     """A draft MedicationRequest (intent proposal) for a suggested formula, herbs as its ingredients.
 
-    ``reasons`` are the diagnosis it treats, each a name and its codings (ICD-11 TM1 disorder and pattern codes
-    where the knowledge base records them); they become the order's ``reasonCode``.
+    ``reasons`` are the diagnosis it treats, each a name and its FHIR Codings (ICD-11 TM1 disorder and pattern
+    codes where the knowledge base records them, see :func:`codings_of`); they become the order's ``reasonCode``.
     """
     ingredients = []
     counts = []
@@ -274,11 +274,16 @@ def draft_order(
     for text, codings in reasons:
         cc: dict[str, Any] = {"text": text}
         if codings:
-            cc["coding"] = [{k: c[k] for k in ("system", "code", "display") if k in c} for c in codings]
+            cc["coding"] = codings
         reason_codes.append(cc)
     if reason_codes:
         mr["reasonCode"] = reason_codes
     return mr
+
+
+def codings_of(codes: Sequence[dict[str, str]], of: str) -> list[dict[str, str]]:
+    """The FHIR Codings, from an answer's ``codes``, of the disease or of the syndrome (``of``)."""
+    return [{k: c[k] for k in ("system", "code", "display") if k in c} for c in codes if c.get("of") == of]
 
 
 def draft_diagnosis(
@@ -293,7 +298,7 @@ def draft_diagnosis(
     out = []
     for of, text in (("disease", disease), ("syndrome", f"{disease}·{syndrome}")):
         concept: dict[str, Any] = {"text": text}
-        codings = [{k: c[k] for k in ("system", "code", "display") if k in c} for c in codes if c.get("of") == of]
+        codings = codings_of(codes, of)
         if codings:
             concept["coding"] = codings
         out.append(

@@ -129,6 +129,22 @@ class TfidfClassifier:
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
+def _saved_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str], int]:
+    """A character model's saved config split into its own settings, its labels and its best epoch."""
+    conf = dict(config)
+    labels = conf.pop("labels")
+    conf.pop("vocab_size", None)
+    return conf, labels, int(conf.pop("best_epoch", 0))
+
+
+def _read_chars(directory: Path, name: str, specials: tuple[str, ...]) -> list[str]:
+    """A saved character vocabulary, which must open with ``specials``."""
+    itos: list[str] = json.loads((directory / name).read_text(encoding="utf-8"))
+    if tuple(itos[: len(specials)]) != specials:
+        raise ArtifactError(f"{directory}: character vocabulary is corrupt (special tokens missing)")
+    return itos
+
+
 class CharTokenizer:
     """Characters as tokens; vocabulary from the training texts (characters seen ``min_count`` times)."""
 
@@ -257,13 +273,8 @@ class TransformerClassifier:
     ) -> TransformerClassifier:
         from safetensors.torch import load_file
 
-        conf = dict(config or card["config"])
-        labels = conf.pop("labels")
-        conf.pop("vocab_size", None)
-        best_epoch = int(conf.pop("best_epoch", 0))
-        itos = json.loads((directory / f"{prefix}chars.json").read_text(encoding="utf-8"))
-        if tuple(itos[: len(SPECIALS)]) != SPECIALS:
-            raise ArtifactError(f"{directory}: character vocabulary is corrupt (special tokens missing)")
+        conf, labels, best_epoch = _saved_config(config or card["config"])
+        itos = _read_chars(directory, f"{prefix}chars.json", SPECIALS)
         m = cls(TransformerConfig.from_dict(conf), CharTokenizer(itos[len(SPECIALS) :]), labels)
         try:
             m.model.load_state_dict(load_file(str(directory / f"{prefix}transformer.safetensors")))
@@ -775,13 +786,8 @@ class CharCNNClassifier:
     ) -> CharCNNClassifier:
         from safetensors.numpy import load_file
 
-        conf = dict(config or card["config"])
-        labels = conf.pop("labels")
-        conf.pop("vocab_size", None)
-        best_epoch = int(conf.pop("best_epoch", 0))
-        itos = json.loads((directory / f"{prefix}cnn_chars.json").read_text(encoding="utf-8"))
-        if itos[:2] != ["[PAD]", "[UNK]"]:
-            raise ArtifactError(f"{directory}: character vocabulary is corrupt (special tokens missing)")
+        conf, labels, best_epoch = _saved_config(config or card["config"])
+        itos = _read_chars(directory, f"{prefix}cnn_chars.json", ("[PAD]", "[UNK]"))
         m = cls(CNNConfig.from_dict(conf), itos[2:], labels)
         state = load_file(str(directory / f"{prefix}cnn.safetensors"))
         want = _cnn_shapes(m.config, len(m.itos), len(m.labels))
