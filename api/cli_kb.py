@@ -98,6 +98,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v}" for k, v in rec["missing"].items() if v)
             + ")"
         )
+        if versions := stats.get("formula_versions"):
+            print("  formula versions recorded: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
         coded = stats["codes"]
         print(
             f"  ICD-11 TM1 codes: {coded['diseases']['icd11']} of {stats['counts']['diseases']} diseases, "
@@ -140,6 +142,9 @@ def lookup_row(kb: Any, name: str, kind: str | None = None) -> dict[str, Any]:
             origin=f.origin, category=f.category,
             composition=[{"herb": kb.herbs[i.herb_id].name, "written": i.written, "dose_g": i.dose_g,
                           "amount": i.amount, "role": i.role} for i in f.composition],
+            versions=[{"kind": v.kind, "name": v.name, "origin": v.origin,
+                       "composition": [kb.herbs[i.herb_id].name for i in v.composition], "note": v.note,
+                       "source": v.source.as_dict()} for v in f.versions],
         )  # fmt: skip
     elif r.kind == "syndrome":
         sy = kb.syndromes[r.id]
@@ -339,5 +344,9 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     )
     print(f"  symptoms tcm-pd  {sy['resolved']}/{sy['total']} = {sy['coverage']:.1%}")
     if fo["compared"]:
-        print(f"  formulas: {fo['agree']}/{fo['compared']} compositions agree = {fo['agreement']:.1%}")
+        print(
+            f"  formulas: {fo['agree']}/{fo['compared']} agree with a composition we record = {fo['agreement']:.1%}"
+            f" (main composition {fo['agree_main']} = {fo['agreement_main']:.1%};"
+            f" a recorded version {len(fo['agree_version'])})"
+        )
     return 0

@@ -171,6 +171,19 @@ def _safety(s: Any) -> dict[str, Any]:
     }
 
 
+def _ingredient(kb: Any, i: Any) -> dict[str, Any]:
+    return {
+        "herb_id": i.herb_id,
+        "herb": kb.herbs[i.herb_id].name,
+        "form_id": i.form_id,
+        "written": i.written,
+        "dose_g": i.dose_g,
+        "amount": i.amount,
+        "role": i.role,
+        "note": i.note,
+    }
+
+
 def render_entity(kb: Any, kind: str, e: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"id": e.id, "name": e.name, "kind": kind, "aliases": list(e.aliases)}
     if kind == "herb":
@@ -202,18 +215,18 @@ def render_entity(kb: Any, kind: str, e: Any) -> dict[str, Any]:
         out.update(
             origin=e.origin,
             category=e.category,
-            composition=[
+            composition=[_ingredient(kb, i) for i in e.composition],
+            versions=[
                 {
-                    "herb_id": i.herb_id,
-                    "herb": kb.herbs[i.herb_id].name,
-                    "form_id": i.form_id,
-                    "written": i.written,
-                    "dose_g": i.dose_g,
-                    "amount": i.amount,
-                    "role": i.role,
-                    "note": i.note,
+                    "kind": v.kind,
+                    "name": v.name,
+                    "origin": v.origin,
+                    "composition": [_ingredient(kb, i) for i in v.composition],
+                    "note": v.note,
+                    "source": v.source.as_dict(),
+                    "verification": v.verification,
                 }
-                for i in e.composition
+                for v in e.versions
             ],
             functions=list(e.functions),
             indications=list(e.indications),

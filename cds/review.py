@@ -178,15 +178,26 @@ class Plan:
                     self.members[rule.kind][mem.herb_id].append((rule, mem))
 
     def formula_parts(self, it: Item) -> list[Line]:
-        """The herbs of a formula written as one prescription item (六一散, 左金丸), checked one by one."""
+        """The herbs of a formula written as one prescription item (六一散, 左金丸), checked one by one. Where the
+        knowledge base records the Pharmacopoeia's 成药 of the name, what a pharmacy dispenses is checked too: its
+        list alone when the item names the 成药 (四君子丸), else both lists (柏子养心丸 成药 holds 朱砂, the classical
+        formula 熟地黄; either may be meant)."""
         r = self.kb.resolve(it.herb, "formula")
         if not r.resolved or r.id is None:
             return []
         formula = self.kb.formulas[r.id]
+        parts = [(ing, "") for ing in formula.composition]
+        if (chp := formula.pharmacopoeia()) is not None:
+            per = "（《中国药典》成药组成） / (as the Pharmacopoeia's 成药 lists it)"
+            if chp.name and it.herb == chp.name:  # 四君子丸: the 成药 itself
+                parts = [(ing, per) for ing in chp.composition]
+            else:  # the name may mean the classical formula or the 成药: both lists are checked
+                have = {ing.herb_id for ing in formula.composition}
+                parts += [(ing, per) for ing in chp.composition if ing.herb_id not in have]
         out = []
-        for ing in formula.composition:
+        for ing, per in parts:
             f = self.facts(ing.written)
-            via = f.res._replace(note=f"{formula.name} 的组成药 / an ingredient of {formula.name}")
+            via = f.res._replace(note=f"{formula.name} 的组成药{per} / an ingredient of {formula.name}")
             # the item's dose is that of a powder or pill, not of a decoction: parts are not dose- or preparation-checked
             out.append(Line(it._replace(dose_g=None), replace(f, res=via)))
         return out
@@ -428,6 +439,7 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
             continue
         src = ln.facts.source
         rid = f"pregnancy.{ln.facts.fact_id['pregnancy']}"
+        name = _label(ln)  # 柏子养心丸（朱砂）: the drug inside a formula written as one item
         if p.pregnant:
             out.append(
                 Finding(
@@ -435,8 +447,8 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
                     kind="pregnancy",
                     severity=PREGNANCY_SEVERITY[cls],
                     herbs=(ln.item.herb,),
-                    message_zh=f"{ln.item.herb}：孕妇{cls}",
-                    message_en=f"{ln.item.herb}: {_preg_en(cls)} in pregnancy",
+                    message_zh=f"{name}：孕妇{cls}",
+                    message_en=f"{name}: {_preg_en(cls)} in pregnancy",
                     source=src,
                     items=(ln.item.pos,),
                     detail={"pregnancy": cls},
@@ -456,8 +468,8 @@ def check_pregnancy(ctx: Context) -> list[Finding]:
                     kind="pregnancy",
                     severity=m.Severity.WARNING,
                     herbs=(ln.item.herb,),
-                    message_zh=f"{ln.item.herb}：孕妇禁用；患者是否妊娠未知，请确认",
-                    message_en=f"{ln.item.herb} is forbidden in pregnancy and the patient's pregnancy status is unknown: "
+                    message_zh=f"{name}：孕妇禁用；患者是否妊娠未知，请确认",
+                    message_en=f"{name} is forbidden in pregnancy and the patient's pregnancy status is unknown: "
                     "confirm before signing",
                     source=src,
                     items=(ln.item.pos,),

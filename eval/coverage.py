@@ -29,6 +29,7 @@ import yaml
 
 from kb.base import KnowledgeBase
 from kb.errors import InputError
+from kb.model import Ingredient
 
 _CROSSCHECK = Path(__file__).resolve().parent / "crosscheck"
 
@@ -454,6 +455,20 @@ def formula_verdicts(path: Path | None = None) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in yaml.safe_load(path.read_text(encoding="utf-8")) or []}
 
 
+def _same_herbs(theirs: set[str], comp: tuple[Ingredient, ...], listed: tuple[int | None, int]) -> str | None:
+    """Whether a list agrees with one composition of ours: ``"exact"``; ``"usage"`` when it differs only in what
+    ours marks as named in the method of preparation (``USAGE_MARK``); ``"truncated"`` when it cuts its list short
+    with a declared count ("等25味") and every herb it names is ours and ours has that many; else None."""
+    ours = {i.herb_id for i in comp}
+    declared, n_listed = listed
+    if declared is not None and declared > n_listed:
+        return "truncated" if theirs <= ours and len(comp) == declared else None
+    if theirs == ours:
+        return "exact"
+    core = ours - {i.herb_id for i in comp if i.note and USAGE_MARK in i.note}
+    return "usage" if core <= theirs <= ours else None
+
+
 def _formulas(
     kb: KnowledgeBase,
     data: Path,
@@ -477,6 +492,7 @@ def _formulas(
     compared, agree, disagreements, no_composition = 0, 0, [], 0
     agree_usage: list[dict[str, Any]] = []
     agree_truncated: list[dict[str, Any]] = []
+    agree_version: list[dict[str, Any]] = []
     expanded: list[dict[str, Any]] = []
     matched_names = 0
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -495,8 +511,7 @@ def _formulas(
         compared += 1
         ours_f = kb.formulas[r.id]
         ours = {i.herb_id for i in ours_f.composition}
-        usage = {i.herb_id for i in ours_f.composition if i.note and USAGE_MARK in i.note}
-        core = ours - usage
+        known = ours.union(*({i.herb_id for i in v.composition} for v in ours_f.versions))
         their_ids, their_unresolved, their_not_herb = set(), [], []
         for name in theirs:
             name = _NOTE.sub("", name)  # 枳实（炒） -> 枳实: a processing note, not another herb
@@ -505,7 +520,7 @@ def _formulas(
                 continue
             if "或" in name:  # 犀牛屑或水牛角浓缩粉: either drug; the one we have, else the first
                 alts = [a for a in name.split("或") if a]
-                hits = [a for a in alts if (ra := kb.resolve_herb(a)).resolved and ra.id in ours]
+                hits = [a for a in alts if (ra := kb.resolve_herb(a)).resolved and ra.id in known]
                 name = hits[0] if hits else alts[0]
             rr = kb.resolve_herb(name)
             if rr.resolved and rr.id:
@@ -517,29 +532,33 @@ def _formulas(
                 expanded.append({"formula": ours_f.name, "component": name, "as": kb.formulas[fr.id].name})
                 continue
             # a generic name (贝母, 沙参) matches the species of ours that carries it
-            species = [h for h in ours if name in kb.herbs[h].name and len(name) >= 2]
+            species = sorted(h for h in known if name in kb.herbs[h].name and len(name) >= 2)
             if species:
                 their_ids.add(species[0])
             else:
                 their_unresolved.append(name)
-        if not their_unresolved and declared is not None and declared > len(theirs):
-            # a list cut short ("等25味"): it agrees when every herb it names is ours and ours has that many herbs
-            if their_ids <= ours and len(ours_f.composition) == declared:
+        if not their_unresolved:
+            listed = (declared, len(theirs))
+            how = _same_herbs(their_ids, ours_f.composition, listed)
+            if how is not None:
                 agree += 1
-                agree_truncated.append({"formula": ours_f.name, "id": ours_f.id, "listed": len(theirs),
-                                        "declared": declared})  # fmt: skip
+                if how == "truncated":
+                    agree_truncated.append({"formula": ours_f.name, "id": ours_f.id, "listed": len(theirs),
+                                            "declared": declared})  # fmt: skip
+                elif how == "usage":
+                    agree_usage.append({"formula": ours_f.name, "id": ours_f.id,
+                                        "named_in_usage_only_ours": sorted(kb.herbs[h].name for h in ours - their_ids)})  # fmt: skip
                 continue
-        elif not their_unresolved and (their_ids == ours or core <= their_ids <= ours):
-            agree += 1
-            if their_ids != ours:
-                agree_usage.append(
-                    {
-                        "formula": ours_f.name,
-                        "id": ours_f.id,
-                        "named_in_usage_only_ours": sorted(kb.herbs[h].name for h in ours - their_ids),
-                    }
-                )
-            continue
+            hit = next(((n, v) for n, v in enumerate(ours_f.versions)
+                        if _same_herbs(their_ids, v.composition, listed) is not None), None)  # fmt: skip
+            if hit is not None:
+                n, v = hit
+                agree += 1
+                agree_version.append({"formula": ours_f.name, "id": ours_f.id, "version": n, "kind": v.kind,
+                                      **({"name": v.name} if v.name else {}), "source": v.source.label(),
+                                      "only_main": sorted(kb.herbs[h].name for h in ours - their_ids),
+                                      "only_version": sorted(kb.herbs[h].name for h in their_ids - ours)})  # fmt: skip
+                continue
         v = verdicts.get(ours_f.id, {})
         disagreements.append({
             "formula": ours_f.name, "id": ours_f.id, "their_name": row["formula"],
@@ -556,8 +575,10 @@ def _formulas(
     return {
         "in_both": matched_names, "compared": compared, "without_composition": no_composition, "agree": agree,
         "agreement": round(agree / compared, 4) if compared else None,
-        "agree_exact": agree - len(agree_usage) - len(agree_truncated), "agree_usage": agree_usage,
-        "agree_truncated": agree_truncated,
+        "agree_main": agree - len(agree_version),
+        "agreement_main": round((agree - len(agree_version)) / compared, 4) if compared else None,
+        "agree_exact": agree - len(agree_usage) - len(agree_truncated) - len(agree_version),
+        "agree_usage": agree_usage, "agree_truncated": agree_truncated, "agree_version": agree_version,
         "components_expanded": expanded,
         "disagreements_by_verdict": dict(by_verdict.most_common()),
         **({"fixed_but_still_disagree": stale} if stale else {}),

@@ -307,9 +307,10 @@ def _kb_section(data: str | None) -> list[str]:
     lines += [
         f"Coverage of the research data: herb names TCM-PD {herbs['tcm-pd']['coverage']:.1%}, SMGCN "
         f"{herbs['smgcn']['coverage']:.1%}, tcm-cases mentions {herbs['tcm-cases']['coverage']:.2%}; TCM-PD "
-        f"symptom names {cov['symptoms']['tcm-pd']['coverage']:.1%}; formula compositions agree for {f['agree']} "
-        f"of {f['compared']} ({f['agreement']:.1%}; every disagreement classified in "
-        "`eval/crosscheck/formulae.yaml`).",
+        f"symptom names {cov['symptoms']['tcm-pd']['coverage']:.1%}; formula compositions agree with one we record "
+        f"for {f['agree']} of {f['compared']} ({f['agreement']:.1%}: the main composition {f['agree_main']}, "
+        f"{f['agreement_main']:.1%}; a recorded 药典/原方/别本 version {len(f['agree_version'])}; every "
+        "disagreement classified in `eval/crosscheck/formulae.yaml`).",
         "",
     ]
     return lines

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,7 +283,7 @@ class KnowledgeBase:
         for a in sym.synonyms:
             self._index(sym, "synonyms", a, t, sym.name)
 
-    def _ingredient(self, entry: Any, field: str, ing: s.Ingredient) -> m.Ingredient | None:
+    def _ingredient(self, entry: Any, field: str, ing: s.Ingredient | s.VersionIngredient) -> m.Ingredient | None:
         r = self.names.lookup(ing.herb, "herb")
         if not r.resolved or r.id is None:
             hint = f" (closest: {', '.join(r.candidates)})" if r.candidates else ""
@@ -291,7 +291,7 @@ class KnowledgeBase:
             return None
         return m.Ingredient(
             herb_id=r.id, form_id=r.form_id, written=ing.herb, dose_g=ing.dose_g, amount=ing.amount,
-            role=ing.role.value if ing.role else None, note=ing.note,
+            role=role.value if (role := getattr(ing, "role", None)) else None, note=ing.note,
         )  # fmt: skip
 
     def _build_formula(self, f: s.Formula) -> None:
@@ -307,12 +307,46 @@ class KnowledgeBase:
             id=f.id, name=f.name, aliases=tuple(f.aliases), origin=f.origin, category=f.category,
             composition=tuple(comp), functions=tuple(f.functions), indications=tuple(f.indications),
             cautions=tuple(f.cautions), usage=f.usage, source=self._source(f, f.source),
-            verification=f.verification.value,
+            verification=f.verification.value, versions=self._versions(f, comp),
         )  # fmt: skip
         t = Target("formula", f.id)
         self._index(f, "name", f.name, t)
         for a in f.aliases:
             self._index(f, "aliases", a, t, f.name)
+        for i, v in enumerate(f.versions):
+            if v.name and v.name != f.name and v.name not in f.aliases:
+                self._index(f, f"versions[{i}].name", v.name, t, f.name)
+
+    def _versions(self, f: s.Formula, main: list[m.Ingredient]) -> tuple[m.FormulaVersion, ...]:
+        """The formula's other documented compositions; one that lists the same herbs as another says nothing."""
+        out: list[m.FormulaVersion] = []
+        seen = {frozenset((i.herb_id, i.form_id) for i in main): "composition"}
+        for n, v in enumerate(f.versions):
+            where = f"versions[{n}]"
+            comp = [
+                x
+                for i, ing in enumerate(v.composition)
+                if (x := self._ingredient(f, f"{where}.composition[{i}].herb", ing))
+            ]
+            if len(comp) < len(v.composition):
+                continue  # reported above
+            key = frozenset((i.herb_id, i.form_id) for i in comp)
+            if key in seen:
+                self._problem(f, where, f"lists the same herbs as {seen[key]}: a version must differ from it")
+                continue
+            seen[key] = where
+            out.append(
+                m.FormulaVersion(
+                    kind=m.VERSION_KINDS[v.kind.value],
+                    name=v.name,
+                    origin=v.origin,
+                    composition=tuple(comp),
+                    note=v.note,
+                    source=self._source(f, v.source, f"{where}.source"),
+                    verification=v.verification.value,
+                )
+            )
+        return tuple(out)
 
     def _findings(self, terms: Iterable[str], d: s.Disease, field: str) -> tuple[m.Finding, ...]:
         out = []
@@ -530,6 +564,9 @@ class KnowledgeBase:
             },
             "herb_monographs": _monograph_counts(herbs),
             "formula_records": _formula_counts(list(self.formulas.values())),
+            "formula_versions": dict(
+                sorted(Counter(v.kind for f in self.formulas.values() for v in f.versions).items())
+            ),
             "codes": {
                 kind: {
                     field: sum(1 for e in table.values() if field in e.codes)

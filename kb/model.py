@@ -150,6 +150,22 @@ class Ingredient(_Record):
     note: str | None
 
 
+VERSION_KINDS = {"药典": "pharmacopoeia", "原方": "original", "别本": "other"}
+
+
+@dataclass(frozen=True, slots=True)
+class FormulaVersion(_Record):
+    """Another documented composition under a formula's name (see ``kb.schema.FormulaVersion``)."""
+
+    kind: str  # contract code: pharmacopoeia | original | other
+    name: str | None
+    origin: str | None
+    composition: tuple[Ingredient, ...]
+    note: str | None
+    source: SourceRef
+    verification: str
+
+
 @dataclass(frozen=True, slots=True)
 class Formula(_Record):
     id: str
@@ -164,6 +180,11 @@ class Formula(_Record):
     usage: str | None
     source: SourceRef
     verification: str
+    versions: tuple[FormulaVersion, ...] = ()
+
+    def pharmacopoeia(self) -> FormulaVersion | None:
+        """The Pharmacopoeia's 成药 of this name, when the knowledge base records one."""
+        return next((v for v in self.versions if v.kind == "pharmacopoeia"), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,8 @@ NESTED: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], URIRef, str | N
     # (parent model, field) -> (child model, class, IRI segment when the child has its own id, else None)
     (s.Herb, "forms"): (s.ProcessedForm, TCM.ProcessedForm, "form"),
     (s.Formula, "composition"): (s.Ingredient, TCM.Ingredient, None),
+    (s.Formula, "versions"): (s.FormulaVersion, TCM.FormulaVersion, None),
+    (s.FormulaVersion, "composition"): (s.VersionIngredient, TCM.Ingredient, None),
     (s.Disease, "syndromes"): (s.Syndrome, TCM.Syndrome, "syndrome"),
     (s.Syndrome, "modifications"): (s.Modification, TCM.Modification, None),
     (s.Modification, "add"): (s.Ingredient, TCM.Ingredient, None),
@@ -211,6 +213,12 @@ class _Exporter:
                 g.add((fi, TCM.containsHerb, KBN[f"herb/{ing.herb_id}"]))
                 if ing.form_id:
                     g.add((ii, TCM.formRef, KBN[f"form/{ing.form_id}"]))
+            for n, v in enumerate(f.versions):
+                for i, ing in enumerate(v.composition):
+                    ii = URIRef(f"{fi}/versions/{n}/composition/{i}")
+                    g.add((ii, TCM.herbRef, KBN[f"herb/{ing.herb_id}"]))
+                    if ing.form_id:
+                        g.add((ii, TCM.formRef, KBN[f"form/{ing.form_id}"]))
         for sy in kb.syndromes.values():
             if not wanted("syndrome", sy.id):
                 continue
@@ -512,6 +520,8 @@ class _Importer:
         if field in LABEL_FIELDS:
             vals = [str(v) for v in self.objects(iri, LABEL_FIELDS[field]) if getattr(v, "language", None) == "zh"]
             if field == "name":
+                if not vals and not model.model_fields[field].is_required():
+                    return _MISSING  # a formula version that goes by the formula's own name
                 if len(vals) != 1:
                     raise RDFError(f"{iri}: expected one skos:prefLabel@zh, found {len(vals)}")
                 return vals[0]
@@ -531,7 +541,7 @@ class _Importer:
         if field == "codes":
             codes = {k: str(v) for k in sorted(CODE_FIELDS) if (v := self.one(iri, _pred(k))) is not None}
             return codes if codes else _MISSING
-        if field == "dose_g" and model is not s.Ingredient:
+        if field == "dose_g" and model not in (s.Ingredient, s.VersionIngredient):
             lo, hi = self.one(iri, TCM.doseMin), self.one(iri, TCM.doseMax)
             if lo is not None and hi is not None:
                 return [_py(lo), _py(hi)]

@@ -80,6 +80,12 @@ class Role(str, Enum):
     ZUOSHI = "佐使"
 
 
+class VersionKind(str, Enum):
+    PHARMACOPOEIA = "药典"  # the Pharmacopoeia's 成方制剂 under this name: what a pharmacy dispenses for it
+    ORIGINAL = "原方"  # the classical text's own list, where the main entry uses a modern substitute (犀角, 虎骨)
+    OTHER = "别本"  # another book or edition under the same name (同名异方, 宋本 against 林亿's collation)
+
+
 class Discipline(str, Enum):
     INTERNAL = "内科"
     EXTERNAL = "外科"
@@ -224,6 +230,29 @@ class Ingredient(Strict):
         return self
 
 
+class VersionIngredient(Strict):
+    """A herb of a formula version: the dose is given where the source gives one in modern grams."""
+
+    herb: Text
+    dose_g: float | None = Field(default=None, gt=0)
+    amount: str | None = None
+    note: str | None = None
+
+
+class FormulaVersion(Strict):
+    """Another documented composition under the formula's name, with its own source. The main ``composition`` is
+    the one the engine suggests; a version is what a prescriber may mean by the name (a 成药 is dispensed by the
+    Pharmacopoeia's list), and what the cross-check against other data recognises."""
+
+    kind: VersionKind
+    name: Text | None = None  # the name it goes by when that differs (六君子丸 for 六君子汤's 成药)
+    origin: str | None = None  # 《兰室秘藏》, 宋本《伤寒论》
+    composition: list[VersionIngredient] = Field(min_length=1)
+    note: str | None = None
+    source: SourceRef
+    verification: Verification = Verification.UNVERIFIED
+
+
 class Formula(Sourced):
     id: Id
     name: Text
@@ -235,6 +264,13 @@ class Formula(Sourced):
     indications: list[Text] = Field(default_factory=list)
     cautions: list[Text] = Field(default_factory=list)
     usage: str | None = None
+    versions: list[FormulaVersion] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_pharmacopoeia_version(self) -> Formula:
+        if sum(v.kind is VersionKind.PHARMACOPOEIA for v in self.versions) > 1:
+            raise ValueError("at most one version of kind 药典 (the Pharmacopoeia has one list per preparation)")
+        return self
 
 
 class Modification(Strict):

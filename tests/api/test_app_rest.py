@@ -145,6 +145,15 @@ def test_herb_carries_safety_and_partners(env: Env) -> None:
     assert s["disease"]["name"] == "感冒" and {"name": "麻黄汤", "id": "mahuang-tang"} in s["formulas"]
 
 
+def test_formula_carries_its_versions(env: Env) -> None:
+    f = env.client.get("/v1/formulas/四君子丸", headers=env.auth("emr")).json()  # the 成药's name finds the formula
+    assert f["id"] == "sijunzi-tang" and [i["herb"] for i in f["composition"]][0] == "人参"
+    (v,) = f["versions"]
+    assert (v["kind"], v["name"], v["source"]["ref"]) == ("pharmacopoeia", "四君子丸", "chp2020")
+    assert [i["herb"] for i in v["composition"]] == ["党参", "白术", "茯苓", "甘草"]
+    assert v["composition"][1]["written"] == "炒白术" and v["composition"][1]["dose_g"] is None
+
+
 def test_unknown_entity_is_404_with_candidates(env: Env) -> None:
     r = env.client.get("/v1/herbs/甘草草草", headers=env.auth("emr"))
     assert r.status_code == 404

@@ -64,3 +64,10 @@ def test_formulas_with_a_herb_forbidden_in_pregnancy_say_so(real_kb: KnowledgeBa
         if strict and not any("孕妇" in c for c in f.cautions):
             silent.append((f.name, strict))
     assert silent == []
+
+
+def test_a_patent_medicine_is_reviewed_by_what_the_pharmacy_dispenses(real_kb: KnowledgeBase) -> None:
+    # 柏子养心丸 in the Pharmacopoeia holds 朱砂 (the classical formula of the name does not)
+    rv = review({"patient": {"pregnant": True}, "items": [{"herb": "柏子养心丸", "dose": "9g"}]}, real_kb)
+    (f,) = [f for f in rv.findings if f.severity.value == "critical"]
+    assert f.kind == "pregnancy" and "朱砂" in f.message_zh

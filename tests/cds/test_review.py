@@ -182,6 +182,22 @@ def test_a_formula_written_as_one_item_is_checked_herb_by_herb(fixture_kb: kb.Kn
     assert any(row["input"] == "四君子汤" and row["name"] == "人参" for row in rv.resolution)
 
 
+def test_a_patent_medicine_is_checked_by_the_pharmacopoeia_list(fixture_kb: kb.KnowledgeBase) -> None:
+    # the fixture records the Pharmacopoeia's 四君子丸 (党参, not 人参) as a version of 四君子汤
+    rv = review(rx(("四君子丸", 9), ("五灵脂", 6), patient=NOT_PREGNANT), fixture_kb)
+    assert not kinds(rv, "antagonism")  # 党参 is not 人参: 人参畏五灵脂 does not apply to the 成药
+    rows = [row for row in rv.resolution if row["input"] == "四君子丸"]
+    assert [row["name"] for row in rows] == ["党参", "白术", "茯苓", "甘草"]
+    assert all("药典" in row["note"] for row in rows)
+    # 四君子汤 may mean either: both lists are checked, the 成药's extra herbs marked as such
+    rv = review(rx(("四君子汤", 30), ("五灵脂", 6), patient=NOT_PREGNANT), fixture_kb)
+    rows = {row["name"]: row["note"] for row in rv.resolution if row["input"] == "四君子汤"}
+    assert (
+        set(rows) == {"人参", "白术", "茯苓", "甘草", "党参"} and "药典" in rows["党参"] and "药典" not in rows["人参"]
+    )
+    assert kinds(rv, "antagonism")
+
+
 # ---- deprecated: a herb curators have withdrawn still resolves (old prescriptions must), and is flagged ----
 DEPRECATED_RX = {"items": [{"herb": "桂枝", "dose": "9g"}, {"herb": "白芍", "dose": "9g"}]}
 

@@ -142,21 +142,37 @@ def test_formula_comparison(kb_copy: Path, tmp_path: Path) -> None:
                 "桂枝汤", "桂枝、芍药、大枣、甘草"
             ),  # 芍药 = 白芍, 甘草 = 炙甘草's herb; 生姜 is named in the usage only
             _row("麻黄加术汤", "麻黄汤、白术"),  # a compound name stands for its formula
-            _row("四君子汤", "党参、白术、茯苓、甘草、水"),  # 党参 for 人参: a real difference; water is set aside
+            _row("四君子汤", "人参、白术、茯苓、甘草、山药、水"),  # 山药 more: a real difference; water is set aside
             _row("麻黄汤", "麻黄、桂枝、甘草"),  # 苦杏仁 missing there
         ],
     )
-    verdicts = {"sijunzi-tang": {"id": "sijunzi-tang", "verdict": "variant", "detail": "党参代人参"}}
+    verdicts = {"sijunzi-tang": {"id": "sijunzi-tang", "verdict": "variant", "detail": "加山药"}}
     why = {"水": {"verdict": "not-herb", "detail": "water"}}
     rep = cov._formulas(base, data, verdicts, why)
     assert (rep["compared"], rep["agree"], rep["agree_exact"]) == (4, 2, 1)
     assert rep["agree_usage"] == [{"formula": "桂枝汤", "id": "guizhi-tang", "named_in_usage_only_ours": ["生姜"]}]
     assert rep["components_expanded"] == [{"formula": "麻黄加术汤", "component": "麻黄汤", "as": "麻黄汤"}]
     dis = {d["formula"]: d for d in rep["disagreements"]}
-    assert dis["四君子汤"]["only_ours"] == ["人参"] and dis["四君子汤"]["only_theirs"] == ["党参"]
+    assert dis["四君子汤"]["only_ours"] == [] and dis["四君子汤"]["only_theirs"] == ["山药"]
     assert dis["四君子汤"]["verdict"] == "variant" and dis["四君子汤"]["theirs_not_herb"] == ["水"]
     assert dis["麻黄汤"]["only_ours"] == ["苦杏仁"] and dis["麻黄汤"]["verdict"] == "unexplained"
     assert rep["disagreements_by_verdict"] == {"variant": 1, "unexplained": 1}
+
+
+def test_a_list_equal_to_a_recorded_version_agrees_and_is_counted_apart(
+    fixture_kb: kb.KnowledgeBase, tmp_path: Path
+) -> None:
+    # the fixture records the Pharmacopoeia's 四君子丸 (党参 for 人参) as a version of 四君子汤
+    data = _data(tmp_path, [_row("四君子汤", "党参、白术、茯苓、甘草"), _row("桂枝汤", "桂枝、芍药、生姜、大枣、甘草")])
+    rep = cov._formulas(fixture_kb, data, {}, {})
+    assert (rep["compared"], rep["agree"], rep["agree_main"], rep["agree_exact"]) == (2, 2, 1, 1)
+    assert (rep["agreement"], rep["agreement_main"]) == (1.0, 0.5)
+    (v,) = rep["agree_version"]
+    assert (v["formula"], v["kind"], v["name"]) == ("四君子汤", "pharmacopoeia", "四君子丸")
+    assert (v["only_main"], v["only_version"]) == (["人参"], ["党参"]) and "药典" in v["source"]
+    # a list that matches neither the main composition nor a version stays a disagreement
+    rep = cov._formulas(fixture_kb, _data(tmp_path / "b", [_row("四君子汤", "党参、白术、茯苓")]), {}, {})
+    assert rep["agree"] == 0 and rep["agree_version"] == [] and rep["disagreements"][0]["only_ours"] == ["人参", "甘草"]
 
 
 def test_usage_mark_does_not_excuse_a_missing_core_herb(kb_copy: Path, tmp_path: Path) -> None:

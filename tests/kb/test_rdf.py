@@ -32,6 +32,31 @@ def test_export_import_export_is_lossless(fixture_kb: kb.KnowledgeBase, tmp_path
     assert "dose_g" not in reimported.forms["zhigancao"].own_fields
 
 
+def test_formula_versions_round_trip(kb_copy: Path, tmp_path: Path) -> None:
+    path = kb_copy / "formulas" / "all.yaml"
+    text = path.read_text(encoding="utf-8")
+    marker = "  source: {ref: fangjixue, loc: 麻黄汤}"
+    other = """  versions:
+    - kind: 别本
+      origin: 《某书》
+      composition: [{herb: 麻黄, dose_g: 6}, {herb: 桂枝, note: 去皮}, {herb: 炙甘草}]
+      source: {ref: fangjixue, loc: 麻黄汤 按语}
+"""  # no name of its own: it goes by 麻黄汤
+    path.write_text(text.replace(marker, other + marker), encoding="utf-8")
+    base = kb.load(kb_copy, cache=False)
+    first = tmp_path / "first.ttl"
+    rdf.export(base, "ttl", first)
+    back = rdf.import_file(first, tmp_path / "content")
+    for fid in ("mahuang-tang", "sijunzi-tang"):
+        assert back.formulas[fid].versions == base.formulas[fid].versions
+    (v,) = back.formulas["mahuang-tang"].versions
+    assert (v.kind, v.name, v.origin) == ("other", None, "《某书》")
+    assert [(i.written, i.dose_g, i.note) for i in v.composition] == [("麻黄", 6.0, None), ("桂枝", None, "去皮"),
+                                                                      ("炙甘草", None, None)]  # fmt: skip
+    ok, problems = rdf.validate_shacl(rdf.to_graph(base))
+    assert ok, problems  # the versions' ingredients name herbs of the knowledge base; each version cites a source
+
+
 def test_export_uses_skos_and_prov(fixture_kb: kb.KnowledgeBase) -> None:
     g = rdf.to_graph(fixture_kb)
     gancao = rdf.KBN["herb/gancao"]

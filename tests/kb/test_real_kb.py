@@ -105,6 +105,18 @@ def test_guizhi_tang(real_kb: KnowledgeBase) -> None:
     assert any(i.written == "炙甘草" for i in f.composition)
 
 
+def test_formula_versions(real_kb: KnowledgeBase) -> None:
+    versions = [(f, v) for f in real_kb.formulas.values() for v in f.versions]
+    assert len(versions) >= 20
+    for f, v in versions:  # a 成药 cites the Pharmacopoeia; the others a classic
+        assert (v.source.ref == "chp2020") == (v.kind == "pharmacopoeia"), (f.name, v.source.ref)
+        assert real_kb.sources[v.source.ref].kind in ("pharmacopoeia", "classic"), f.name
+    herbs = {f.name: {real_kb.herbs[i.herb_id].name for i in v.composition} for f, v in versions}
+    assert "朱砂" in herbs["柏子养心丸"] and "熟地黄" not in herbs["柏子养心丸"]  # the 成药 is another formula
+    assert herbs["犀角地黄汤"] == {"犀角", "地黄", "白芍", "牡丹皮"}  # 原方: 犀角, 芍药 (生地黄 is 地黄)
+    assert real_kb.get("formula", "六君子丸").name == "六君子汤"  # a 成药's own name finds its formula
+
+
 def test_domain_herbs_present(real_kb: KnowledgeBase) -> None:
     """Every herb and form named in the safety rules of DOMAIN.md §3 resolves."""
     names = """甘草 炙甘草 海藻 京大戟 红大戟 甘遂 芫花 川乌 制川乌 草乌 制草乌 附子 半夏 瓜蒌 瓜蒌子 炒瓜蒌子 瓜蒌皮 天花粉

@@ -146,3 +146,31 @@ def test_replaces_must_name_an_id_that_is_gone(kb_copy: Path) -> None:
         kb_copy, "symptoms/all.yaml", "{id: fa1re4, name: 发热,", "{id: fa1re4, replaces: [fa1re4-qing1], name: 发热,"
     )
     assert any("'fa1re4-qing1' is still a symptom of its own" in p for p in problems(kb_copy))
+
+
+VERSION = "      composition: [{herb: 党参}, {herb: 炒白术}, {herb: 茯苓}, {herb: 炙甘草}]"
+
+
+def test_formula_version_herb_that_does_not_resolve(kb_copy: Path) -> None:
+    break_file(kb_copy, "formulas/all.yaml", VERSION, VERSION.replace("{herb: 茯苓}", "{herb: 茯令}"))
+    (p,) = problems(kb_copy)
+    assert "四君子汤" in p and "versions[0].composition[2].herb" in p and "茯令" in p
+
+
+def test_formula_version_that_repeats_the_main_composition(kb_copy: Path) -> None:
+    break_file(kb_copy, "formulas/all.yaml", VERSION, VERSION.replace("党参", "人参").replace("炒白术", "白术"))
+    (p,) = problems(kb_copy)
+    assert "四君子汤" in p and "versions[0]" in p and "same herbs as composition" in p
+
+
+def test_formula_version_kind_must_be_known(kb_copy: Path) -> None:
+    break_file(kb_copy, "formulas/all.yaml", "    - kind: 药典\n", "    - kind: 成药\n")
+    assert any("versions" in p and "kind" in p for p in problems(kb_copy))
+
+
+def test_two_pharmacopoeia_versions(kb_copy: Path) -> None:
+    path = kb_copy / "formulas" / "all.yaml"
+    text = path.read_text(encoding="utf-8")
+    block = text[text.index("    - kind: 药典") : text.index("  source: {ref: fangjixue, loc: 四君子汤}")]
+    path.write_text(text.replace(block, block + block.replace("党参", "人参"), 1), encoding="utf-8")
+    assert any("at most one version of kind 药典" in p for p in problems(kb_copy))
