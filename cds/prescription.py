@@ -25,7 +25,9 @@ MASS_UNITS: dict[str, float] = {
     "g": 1.0, "克": 1.0, "gram": 1.0, "grams": 1.0, "mg": 0.001, "毫克": 0.001, "kg": 1000.0, "千克": 1000.0,
     "钱": 3.0, "錢": 3.0, "两": 30.0, "兩": 30.0, "分": 0.3, "斤": 500.0,
 }  # fmt: skip
-COUNT_UNITS = frozenset("枚片个個只条條朵粒根节節张張对對头頭具")
+COUNT_UNITS = frozenset("枚片个個只条條朵粒根节節张張对對头頭具丸袋支包")  # 丸袋支包: patent medicines
+# a volume is kept as written, like a count: 鲜竹沥 30ml, 生姜汁 10ml, 藿香正气水 10ml are not grams
+VOLUME_UNITS = frozenset({"ml", "毫升"})
 SETTINGS = ("outpatient", "emergency", "inpatient", "discharge")
 _NUM = r"(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)"
 _DOSE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[A-Za-z\u4e00-\u9fff]*)\s*$")
@@ -104,10 +106,11 @@ def _parse_dose(text: Any, where: str) -> tuple[float | None, str | None]:
     key = unit.lower() if unit.isascii() else unit
     if key in MASS_UNITS:
         return round(num * MASS_UNITS[key], 6), None
-    if len(unit) == 1 and unit in COUNT_UNITS:
+    if (len(unit) == 1 and unit in COUNT_UNITS) or key in VOLUME_UNITS:
         return None, text.strip()
     raise InputError(
-        f"unknown unit {unit!r} in dose {text!r}; use g, 克, mg, 钱, 两, 分 or a count (枚, 片, 个)", where
+        f"unknown unit {unit!r} in dose {text!r}; use g, 克, mg, 钱, 两, 分, a volume (ml) or a count (枚, 片, 个, 丸, 袋)",
+        where,
     )
 
 

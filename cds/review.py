@@ -130,6 +130,9 @@ class Line(NamedTuple):
 
     item: Item
     facts: Facts
+    # a herb of a Pharmacopoeia 成药 written as one item: made by the Pharmacopoeia's method (藿香正气水 holds
+    # 生半夏 legally), so the rules for decoction pieces (processing, controlled dispensing) do not apply to it
+    patent: bool = False
 
     @property
     def res(self) -> Resolution:
@@ -179,27 +182,19 @@ class Plan:
 
     def formula_parts(self, it: Item) -> list[Line]:
         """The herbs of a formula written as one prescription item (六一散, 左金丸), checked one by one. Where the
-        knowledge base records the Pharmacopoeia's 成药 of the name, what a pharmacy dispenses is checked too: its
-        list alone when the item names the 成药 (四君子丸), else both lists (柏子养心丸 成药 holds 朱砂, the classical
-        formula 熟地黄; either may be meant)."""
+        knowledge base records the Pharmacopoeia's 成药 of the name, what a pharmacy dispenses is checked too
+        (``Formula.dispensed``): 柏子养心丸 成药 holds 朱砂, the classical formula of the name does not."""
         r = self.kb.resolve(it.herb, "formula")
         if not r.resolved or r.id is None:
             return []
         formula = self.kb.formulas[r.id]
-        parts = [(ing, "") for ing in formula.composition]
-        if (chp := formula.pharmacopoeia()) is not None:
-            per = "（《中国药典》成药组成） / (as the Pharmacopoeia's 成药 lists it)"
-            if chp.name and it.herb == chp.name:  # 四君子丸: the 成药 itself
-                parts = [(ing, per) for ing in chp.composition]
-            else:  # the name may mean the classical formula or the 成药: both lists are checked
-                have = {ing.herb_id for ing in formula.composition}
-                parts += [(ing, per) for ing in chp.composition if ing.herb_id not in have]
         out = []
-        for ing, per in parts:
+        for ing, chp in formula.dispensed(it.herb):
+            per = "（《中国药典》成药组成） / (as the Pharmacopoeia's 成药 lists it)" if chp else ""
             f = self.facts(ing.written)
             via = f.res._replace(note=f"{formula.name} 的组成药{per} / an ingredient of {formula.name}")
             # the item's dose is that of a powder or pill, not of a decoction: parts are not dose- or preparation-checked
-            out.append(Line(it._replace(dose_g=None), replace(f, res=via)))
+            out.append(Line(it._replace(dose_g=None), replace(f, res=via), chp))
         return out
 
     def combined_parts(self, it: Item) -> list[Line]:
@@ -367,7 +362,7 @@ def check_unresolved(ctx: Context) -> list[Finding]:
 def _label(ln: Line) -> str:
     """The item as written, and the herb inside it when the item is a formula written as one item."""
     r = ln.facts.res
-    return ln.item.herb if r.input == ln.item.herb else f"{ln.item.herb}（{r.name}）"
+    return ln.item.herb if r.input == ln.item.herb else f"{ln.item.herb}（{r.form or r.name}）"
 
 
 def _pair_check(kind: str) -> Check:
@@ -545,7 +540,13 @@ def check_toxic(ctx: Context) -> list[Finding]:
             for rule in ln.facts.members.get(kind, ()):
                 detail: dict[str, Any] = {"rule_kind": kind}
                 sev = rule.severity
-                msg_zh, msg_en = f"{ln.item.herb}：{rule.message_zh}", f"{ln.item.herb}: {rule.message_en}"
+                name = _label(ln)
+                msg_zh, msg_en = f"{name}：{rule.message_zh}", f"{name}: {rule.message_en}"
+                if ln.patent and kind == "controlled":  # a 成药 is not dispensed as a toxic decoction piece
+                    sev = m.Severity.INFO
+                    msg_zh = f"{name}：成药含医疗用毒性药材，按说明书用量，不宜过量、久服"
+                    msg_en = f"{name}: the patent medicine holds a controlled toxic drug; keep to its labelled dose"
+                    detail["patent_medicine"] = True
                 limit_days = rule.params.get("max_days_of_max_dose")
                 if kind == "controlled" and limit_days and ctx.rx.days and ln.safety and ln.safety.dose_g:
                     total = (ln.item.dose_g or 0) * ctx.rx.days
@@ -582,6 +583,8 @@ def check_toxic(ctx: Context) -> list[Finding]:
         safety = ln.facts.safety
         if safety is None or safety.internal_use == "allowed" or ln.item.pos in banned_items:
             continue
+        if ln.patent and safety.internal_use == "processed_only":
+            continue  # the 成药's own method processes it (生半夏 in 藿香正气水)
         use = safety.internal_use
         src = ln.facts.source
         rid = f"internal_use.{ln.res.form_id or ln.res.id}"

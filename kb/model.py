@@ -182,9 +182,21 @@ class Formula(_Record):
     verification: str
     versions: tuple[FormulaVersion, ...] = ()
 
-    def pharmacopoeia(self) -> FormulaVersion | None:
-        """The Pharmacopoeia's 成药 of this name, when the knowledge base records one."""
-        return next((v for v in self.versions if v.kind == "pharmacopoeia"), None)
+    def dispensed(self, written: str) -> list[tuple[Ingredient, bool]]:
+        """What a pharmacy may dispense for the formula written by this name, each herb with whether it comes from
+        a Pharmacopoeia 成药's list: that list alone when the name is the 成药's own (四君子丸, 藿香正气水); else the
+        main composition plus the herbs of the 成药 that goes by the formula's name (either may be meant)."""
+        chp = [v for v in self.versions if v.kind == "pharmacopoeia"]
+        named = next((v for v in chp if v.name and v.name == written), None)
+        if named is not None:
+            return [(i, True) for i in named.composition]
+        out = [(i, False) for i in self.composition]
+        have = {i.herb_id for i in self.composition}
+        for v in chp:
+            if v.name is None or v.name == self.name:
+                out += [(i, True) for i in v.composition if i.herb_id not in have]
+                have |= {i.herb_id for i in v.composition}
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -267,9 +267,13 @@ class Formula(Sourced):
     versions: list[FormulaVersion] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_pharmacopoeia_version(self) -> Formula:
-        if sum(v.kind is VersionKind.PHARMACOPOEIA for v in self.versions) > 1:
-            raise ValueError("at most one version of kind 药典 (the Pharmacopoeia has one list per preparation)")
+    def _one_pharmacopoeia_list_per_name(self) -> Formula:
+        names = [v.name or self.name for v in self.versions if v.kind is VersionKind.PHARMACOPOEIA]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(
+                f"two versions of kind 药典 under the name {dup[0]}: the Pharmacopoeia has one list per preparation "
+                "(give each 成药 its own name: 藿香正气水, 藿香正气口服液)"
+            )
         return self
 
 

@@ -71,3 +71,13 @@ def test_a_patent_medicine_is_reviewed_by_what_the_pharmacy_dispenses(real_kb: K
     rv = review({"patient": {"pregnant": True}, "items": [{"herb": "柏子养心丸", "dose": "9g"}]}, real_kb)
     (f,) = [f for f in rv.findings if f.severity.value == "critical"]
     assert f.kind == "pregnancy" and "朱砂" in f.message_zh
+
+
+def test_a_raw_toxic_drug_inside_a_patent_medicine_is_not_a_decoction_piece(real_kb: KnowledgeBase) -> None:
+    # 藿香正气水 holds 生半夏 by the Pharmacopoeia's own method: no "must be processed" alarm, an info naming it
+    rv = review({"items": [{"herb": "藿香正气水", "dose": "10ml"}]}, real_kb)
+    assert [(f.kind, f.severity.value) for f in rv.findings] == [("toxic", "info")]
+    assert "生半夏" in rv.findings[0].message_zh and rv.findings[0].detail["patent_medicine"]
+    # the same drug written as a decoction piece is still refused
+    rv = review({"items": [{"herb": "生半夏", "dose": "9g"}]}, real_kb)
+    assert any(f.kind == "toxic" and f.severity.value == "critical" for f in rv.findings)

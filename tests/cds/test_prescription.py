@@ -12,7 +12,8 @@ from kb.errors import InputError
     ("text", "grams", "count"),
     [("6g", 6.0, None), ("6 g", 6.0, None), ("6克", 6.0, None), ("500mg", 0.5, None), ("3钱", 9.0, None),
      ("1两", 30.0, None), ("5分", 1.5, None), ("0.3G", 0.3, None), ("６ｇ", 6.0, None), ("三钱", 9.0, None),
-     ("3枚", None, "3枚"), ("3片", None, "3片"), ("1个", None, "1个")],
+     ("3枚", None, "3枚"), ("3片", None, "3片"), ("1个", None, "1个"), ("30ml", None, "30ml"), ("10 mL", None, "10 mL"),
+     ("10毫升", None, "10毫升"), ("8丸", None, "8丸"), ("1袋", None, "1袋")],
 )  # fmt: skip
 def test_parse_dose(text: str, grams: float | None, count: str | None) -> None:
     assert parse_dose(text, "x") == (grams, count)

@@ -168,9 +168,12 @@ def test_formula_version_kind_must_be_known(kb_copy: Path) -> None:
     assert any("versions" in p and "kind" in p for p in problems(kb_copy))
 
 
-def test_two_pharmacopoeia_versions(kb_copy: Path) -> None:
+def test_two_pharmacopoeia_lists_under_one_name(kb_copy: Path) -> None:
     path = kb_copy / "formulas" / "all.yaml"
     text = path.read_text(encoding="utf-8")
     block = text[text.index("    - kind: 药典") : text.index("  source: {ref: fangjixue, loc: 四君子汤}")]
-    path.write_text(text.replace(block, block + block.replace("党参", "人参"), 1), encoding="utf-8")
-    assert any("at most one version of kind 药典" in p for p in problems(kb_copy))
+    second = block.replace("{herb: 茯苓}", "{herb: 茯苓}, {herb: 山药}")
+    path.write_text(text.replace(block, block + second, 1), encoding="utf-8")
+    assert any("two versions of kind 药典 under the name 四君子丸" in p for p in problems(kb_copy))
+    path.write_text(text.replace(block, block + second.replace("四君子丸", "四君子颗粒"), 1), encoding="utf-8")
+    assert kb.load(kb_copy, cache=False).formulas["sijunzi-tang"].versions[1].name == "四君子颗粒"  # its own name
