@@ -74,6 +74,8 @@ def _print_human(ans: dict[str, Any]) -> None:
         extra = " ".join(f"{h['herb']}{h['dose']}" for h in s.get("herb_suggestions", []))
         if extra:
             print(f"    + consider: {extra}")
+        for pm in s.get("patent_medicines", []):
+            print(f"    成药 {pm['name']}" + ("" if pm["suitable"] else f" — not for this patient: {pm['reason']}"))
     for c in ans.get("similar_cases", [])[:3]:
         follows = "、".join(f["name"] for f in c["formulas"])
         print(

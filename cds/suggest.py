@@ -5,6 +5,10 @@ carries no critical finding and no dose outside its range, or withheld with the 
 Adaptation, in order: a dose above its range is set to the range's maximum; a herb forbidden or to be avoided in
 pregnancy, a raw or external-only or banned drug, or one side of an incompatible pair (the herb a modification
 added, else the lower-ranked herb) is removed. Removing the formula's principal herb (君) withholds the formula.
+
+Where the knowledge base records the Pharmacopoeia's 成药 of the main formula, each is listed under
+``patent_medicines``, reviewed for the same patient as one prescription item and marked unsuitable with the reason
+when that review is critical (天王补心丸 holds 朱砂: not in pregnancy).
 """
 
 from __future__ import annotations
@@ -255,6 +259,32 @@ def _extra_herbs(
     return offered, withheld
 
 
+def _patent_medicines(
+    base: kbmod.KnowledgeBase, formula: m.Formula, patient: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The Pharmacopoeia's 成药 of the formula, each reviewed for this patient as one prescription item: one that
+    draws a critical finding (柏子养心丸 成药 holds 朱砂, forbidden in pregnancy) is marked unsuitable, with why."""
+    out = []
+    for v in formula.versions:
+        if v.kind != "pharmacopoeia":
+            continue
+        name = v.name or formula.name
+        rv = review({"patient": patient or {}, "items": [{"herb": name}]}, base)
+        critical = [f for f in rv.findings if f.severity is m.Severity.CRITICAL]
+        entry: dict[str, Any] = {
+            "name": name,
+            "composition": [base.herbs[i.herb_id].name for i in v.composition],
+            "note": v.note,
+            "source": v.source.as_dict(),
+            "suitable": not critical,
+            "review": {"summary": rv.summary, "findings": [f.as_dict() for f in rv.findings]},
+        }
+        if critical:
+            entry["reason"] = "; ".join(f"{f.message_zh} / {f.message_en}" for f in critical)
+        out.append(entry)
+    return out
+
+
 def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = None, scorer: Scorer | None = None,
             cases: CaseIndex | None = None, top_n: int = 3) -> dict[str, Any]:  # fmt: skip
     """Differentiate, then suggest a safe prescription for each of the top syndromes, with the herbs the learned
@@ -309,6 +339,8 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
             "adaptations": adaptations,
             "withheld": withheld is not None,
         }
+        if patent := _patent_medicines(base, formula, patient):
+            out["patent_medicines"] = patent
         if notes:
             out["notes"] = notes
         if withheld is not None:

@@ -147,7 +147,7 @@ def test_herb_carries_safety_and_partners(env: Env) -> None:
 
 def test_formula_carries_its_versions(env: Env) -> None:
     f = env.client.get("/v1/formulas/四君子丸", headers=env.auth("emr")).json()  # the 成药's name finds the formula
-    assert f["id"] == "sijunzi-tang" and [i["herb"] for i in f["composition"]][0] == "人参"
+    assert f["id"] == "sijunzi-tang" and f["composition"][0]["herb"] == "人参"
     (v,) = f["versions"]
     assert (v["kind"], v["name"], v["source"]["ref"]) == ("pharmacopoeia", "四君子丸", "chp2020")
     assert [i["herb"] for i in v["composition"]] == ["党参", "白术", "茯苓", "甘草"]

@@ -81,3 +81,16 @@ def test_a_raw_toxic_drug_inside_a_patent_medicine_is_not_a_decoction_piece(real
     # the same drug written as a decoction piece is still refused
     rv = review({"items": [{"herb": "生半夏", "dose": "9g"}]}, real_kb)
     assert any(f.kind == "toxic" and f.severity.value == "critical" for f in rv.findings)
+
+
+def test_a_suggestion_names_the_patent_medicines_and_which_suit_the_patient(real_kb: KnowledgeBase) -> None:
+    from cds.suggest import suggest
+
+    text = "心悸，心烦，失眠，多梦，健忘，口干咽燥，手足心热，盗汗，舌红少苔，脉细数"
+    for pregnant, suitable in ((False, True), (True, False)):  # 天王补心丸 holds 朱砂: forbidden in pregnancy
+        patient = {"pregnant": pregnant, "sex": "female", "age_years": 35}
+        out = suggest({"text": text, "patient": patient}, real_kb)
+        s = next(s for s in out["suggestions"] if s.get("formula", {}).get("name") == "天王补心丹")
+        (pm,) = s["patent_medicines"]
+        assert pm["name"] == "天王补心丸" and "朱砂" in pm["composition"] and pm["suitable"] is suitable
+        assert ("朱砂" in pm["reason"]) if not suitable else "reason" not in pm
