@@ -57,8 +57,8 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_coverage)
 
     s = kb_sub.add_parser("graph", help="graph queries: formulas of a herb, syndromes of a disease, paths")
-    s.add_argument("what", choices=["formulas-of-herb", "formulas-of-syndrome", "syndromes-of-disease",
-                                    "symptoms-of-syndrome", "paths"])  # fmt: skip
+    s.add_argument("what", choices=["formulas-of-herb", "patent-medicines-of-herb", "formulas-of-syndrome",
+                                    "syndromes-of-disease", "symptoms-of-syndrome", "paths"])  # fmt: skip
     s.add_argument("name", metavar="NAME")
     s.add_argument("--formula", help="paths: only through this formula")
     s.add_argument("--herb", help="paths: only to this herb")
@@ -313,6 +313,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
     base = _kb()
     if args.what == "formulas-of-herb":
         out: Any = [base.formulas[f].name for f in graph.formulas_containing(base, args.name)]
+    elif args.what == "patent-medicines-of-herb":
+        out = [{"name": name, "formula": base.formulas[f].name, "formula_id": f}
+               for f, name in graph.patent_medicines_containing(base, args.name)]  # fmt: skip
     elif args.what == "formulas-of-syndrome":
         out = [base.formulas[f].name for f in graph.formulas_for_syndrome(base, args.name)]
     elif args.what == "syndromes-of-disease":

@@ -5,6 +5,7 @@ a ``name`` attribute. Edges carry a ``rel``:
 
     form     -form_of->      herb
     formula  -contains->     herb        (dose_g, role, form)
+    formula  -version_contains-> herb    (version: its index, kind: pharmacopoeia | original | other, name, form)
     disease  -has_syndrome-> syndrome
     symptom  -indicates->    syndrome    (role: key | secondary | tongue | pulse)
     symptom  -argues_against-> syndrome
@@ -48,6 +49,9 @@ def build_graph(kb: KnowledgeBase) -> nx.MultiDiGraph:
         nodes.append((fn, {"kind": "formula", "name": fo.name}))
         edges += [(fn, f"herb:{i.herb_id}", {"rel": "contains", "dose_g": i.dose_g, "role": i.role, "form": i.form_id,
                                                "written": i.written}) for i in fo.composition]  # fmt: skip
+        edges += [(fn, f"herb:{i.herb_id}", {"rel": "version_contains", "version": n, "kind": v.kind,
+                                              "name": v.name or fo.name, "form": i.form_id, "written": i.written})
+                  for n, v in enumerate(fo.versions) for i in v.composition]  # fmt: skip
     nodes += [(f"symptom:{s.id}", {"kind": "symptom", "name": s.name}) for s in kb.symptoms.values()]
     nodes += [(f"disease:{d.id}", {"kind": "disease", "name": d.name}) for d in kb.diseases.values()]
     for sy in kb.syndromes.values():
@@ -138,6 +142,15 @@ def formulas_containing(kb: KnowledgeBase, herb: str) -> list[str]:
     """Formula ids whose composition names the herb (any of its forms)."""
     hid = kb.herb(herb).id
     return sorted({_strip(u) for u, _ in _in(kb.graph, node("herb", hid), "contains")})
+
+
+def patent_medicines_containing(kb: KnowledgeBase, herb: str) -> list[tuple[str, str]]:
+    """(formula id, 成药 name) of the Pharmacopoeia 成药 whose list names the herb (any of its forms): 朱砂 ->
+    天王补心丸, 柏子养心丸 … A formula's own composition does not count here (``formulas_containing``)."""
+    hid = kb.herb(herb).id
+    found = {(_strip(u), d["name"]) for u, d in _in(kb.graph, node("herb", hid), "version_contains")
+             if d["kind"] == "pharmacopoeia"}  # fmt: skip
+    return sorted(found, key=lambda x: (x[1], x[0]))
 
 
 def formulas_for_syndrome(kb: KnowledgeBase, syndrome: str) -> list[str]:

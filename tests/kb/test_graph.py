@@ -45,3 +45,11 @@ def test_cases_join_the_graph_and_explain_a_formula(fixture_kb: kb.KnowledgeBase
     assert graph.cases_following(g, fixture_kb, "麻黄汤") == [("c1", 1.0)]
     assert graph.cases_following(g, fixture_kb, "桂枝汤") == []
     assert "case:c1" not in fixture_kb.graph  # the shared graph is left as it was
+
+
+def test_patent_medicines_containing_a_herb(fixture_kb: kb.KnowledgeBase) -> None:
+    # the fixture's 四君子丸 (a Pharmacopoeia version of 四君子汤) holds 党参; 四君子汤 itself does not
+    assert graph.patent_medicines_containing(fixture_kb, "党参") == [("sijunzi-tang", "四君子丸")]
+    assert "sijunzi-tang" not in graph.formulas_containing(fixture_kb, "党参")
+    assert graph.patent_medicines_containing(fixture_kb, "麸炒白术") == [("sijunzi-tang", "四君子丸")]  # any form
+    assert graph.patent_medicines_containing(fixture_kb, "麻黄") == []
