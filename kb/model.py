@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from kb.normalize import normalize
+
 
 class _Record:
     """Base of the frozen slotted records below: pickles as (class, field values), which unpickles ~10x faster
@@ -187,7 +189,8 @@ class Formula(_Record):
         a Pharmacopoeia 成药's list: that list alone when the name is the 成药's own (四君子丸, 藿香正气水); else the
         main composition plus the herbs of the 成药 that goes by the formula's name (either may be meant)."""
         chp = [v for v in self.versions if v.kind == "pharmacopoeia"]
-        named = next((v for v in chp if v.name and v.name == written), None)
+        key = normalize(written)  # 四君子丸 in traditional characters or with stray spaces is the same name
+        named = next((v for v in chp if v.name and normalize(v.name) == key), None)
         if named is not None:
             return [(i, True) for i in named.composition]
         out = [(i, False) for i in self.composition]

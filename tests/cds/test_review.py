@@ -189,6 +189,8 @@ def test_a_patent_medicine_is_checked_by_the_pharmacopoeia_list(fixture_kb: kb.K
     rows = [row for row in rv.resolution if row["input"] == "四君子丸"]
     assert [row["name"] for row in rows] == ["党参", "白术", "茯苓", "甘草"]
     assert all("药典" in row["note"] for row in rows)
+    rv = review(rx(("四君子丸 ", 9), patient=NOT_PREGNANT), fixture_kb)  # as written, with a stray space
+    assert [row["name"] for row in rv.resolution] == ["党参", "白术", "茯苓", "甘草"]
     # 四君子汤 is the formula, not the 成药 that goes by another name: its own list
     rv = review(rx(("四君子汤", 30), ("五灵脂", 6), patient=NOT_PREGNANT), fixture_kb)
     rows = {row["name"]: row["note"] for row in rv.resolution if row["input"] == "四君子汤"}
