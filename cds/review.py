@@ -362,7 +362,7 @@ def check_unresolved(ctx: Context) -> list[Finding]:
 def _label(ln: Line) -> str:
     """The item as written, and the herb inside it when the item is a formula written as one item."""
     r = ln.facts.res
-    return ln.item.herb if r.input == ln.item.herb else f"{ln.item.herb}（{r.form or r.name}）"
+    return ln.item.herb if r.input == ln.item.herb else f"{ln.item.herb}（{r.input}）"  # the part as its list writes it
 
 
 def _pair_check(kind: str) -> Check:
