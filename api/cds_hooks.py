@@ -33,6 +33,7 @@ from api.errors import NotFound, PreconditionFailed
 from api.fhir_io import _age as age_of
 from api.fhir_io import (
     codings_of,
+    draft_patent_order,
     findings_request,
     herbal_orders,
     is_pregnancy_status,
@@ -437,8 +438,35 @@ def _differentiation(
             )
         if review_summary:
             detail.append(f"- 安全审核 / safety review: {review_summary}")
+        patent = s.get("patent_medicines", [])
+        for pm in patent:
+            detail.append(
+                f"- 成药 / patent medicine: {pm['name']}（{'、'.join(pm['composition'])}）"
+                + ("" if pm["suitable"] else f" — 不宜用于此患者 / not for this patient: {pm.get('reason', '')}")
+            )
         note = f"{formula}：{s['syndrome']}，{s.get('treatment_principle') or ''}（TCM CDS 建议，需医师确认）"
         cid = str(uuid.uuid5(CARD_NS, f"suggest|{s['syndrome_id']}|{formula}"))
+        # a suitable 成药 is offered as an order of its own; an unsuitable one only appears in the detail, with why
+        patent_orders = [
+            {
+                "label": f"开具成药{pm['name']}草稿 / draft an order for {pm['name']}",
+                "uuid": str(uuid.uuid5(CARD_NS, f"{cid}|patent|{pm['name']}")),
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Draft a patent-medicine order: {pm['name']}",
+                        "resource": draft_patent_order(
+                            patient_id,
+                            pm["name"],
+                            f"{pm['name']}：{s['syndrome']}（TCM CDS 建议，剂量按说明书，需医师确认）",
+                            _reasons(s),
+                        ),
+                    }
+                ],
+            }
+            for pm in patent
+            if pm["suitable"]
+        ]
         cards.append(
             {
                 "uuid": cid,
@@ -462,7 +490,8 @@ def _differentiation(
                                 ),
                             }
                         ],
-                    }
+                    },
+                    *patent_orders,
                 ],
                 "selectionBehavior": "at-most-one",
             }

@@ -270,15 +270,37 @@ def draft_order(
         "subject": {"reference": f"Patient/{patient_id}" if patient_id else "Patient/unknown"},
         "note": [{"text": note + ("；" + "，".join(counts) if counts else "")}],
     }
-    reason_codes = []
+    if reason_codes := _reason_codes(reasons):
+        mr["reasonCode"] = reason_codes
+    return mr
+
+
+def draft_patent_order(
+    patient_id: str | None, name: str, note: str, reasons: Sequence[tuple[str, list[dict[str, str]]]] = ()
+) -> dict[str, Any]:
+    """A draft MedicationRequest (intent proposal) for a Pharmacopoeia 成药, named by its own name: the pharmacy
+    dispenses the product, so there are no ingredients to list and the dose is the physician's to write."""
+    mr: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {"text": name},
+        "subject": {"reference": f"Patient/{patient_id}" if patient_id else "Patient/unknown"},
+        "note": [{"text": note}],
+    }
+    if reason_codes := _reason_codes(reasons):
+        mr["reasonCode"] = reason_codes
+    return mr
+
+
+def _reason_codes(reasons: Sequence[tuple[str, list[dict[str, str]]]]) -> list[dict[str, Any]]:
+    out = []
     for text, codings in reasons:
         cc: dict[str, Any] = {"text": text}
         if codings:
             cc["coding"] = codings
-        reason_codes.append(cc)
-    if reason_codes:
-        mr["reasonCode"] = reason_codes
-    return mr
+        out.append(cc)
+    return out
 
 
 def codings_of(codes: Sequence[dict[str, str]], of: str) -> list[dict[str, str]]:

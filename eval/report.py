@@ -337,7 +337,10 @@ def _syndromes_section(path: Path) -> list[str]:
     if s:
         lines += [f"Safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
                   f"({s['withheld']} withheld), pregnant and not; {s.get('herbs_with_critical_finding', 0)} of "
-                  f"{s.get('herbs_offered', 0)} herbs offered beside them.", ""]  # fmt: skip
+                  f"{s.get('herbs_offered', 0)} herbs offered beside them; "
+                  f"{s.get('patent_medicines_suitable_with_critical_finding', 0)} of "
+                  f"{s.get('patent_medicines_listed', 0) - s.get('patent_medicines_unsuitable', 0)} 成药 listed as "
+                  f"suitable ({s.get('patent_medicines_unsuitable', 0)} marked unsuitable for the patient).", ""]  # fmt: skip
     return lines
 
 

@@ -144,10 +144,11 @@ def evaluate(
 
 def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = None) -> dict[str, Any]:
     """Suggestions (and herbs offered beside them) that carry a critical finding, pregnant and not: must be 0.
-    An offered herb counts when the prescription with it added, at its suggested dose, has one."""
+    An offered herb counts when the prescription with it added, at its suggested dose, has one. A 成药 listed as
+    suitable counts when its own review for the patient, run again here, has one."""
     from cds.review import review
 
-    total = critical = withheld = herbs = herbs_critical = 0
+    total = critical = withheld = herbs = herbs_critical = patent = patent_unsuitable = patent_critical = 0
     failed: list[str] = []  # a vignette suggest cannot answer is reported, never skipped silently
     for row in rows:
         for pregnant in (True, False):
@@ -159,6 +160,13 @@ def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = 
                 continue
             for s in out["suggestions"]:
                 total += 1
+                for pm in s.get("patent_medicines", []):
+                    patent += 1
+                    if not pm["suitable"]:
+                        patent_unsuitable += 1
+                        continue
+                    rv = review({"patient": patient, "items": [{"herb": pm["name"]}]}, base)
+                    patent_critical += rv.summary["critical"] > 0
                 if s.get("withheld"):
                     withheld += 1
                     continue
@@ -172,7 +180,9 @@ def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = 
                     rv = review({"patient": patient, "items": [*items, extra]}, base)
                     herbs_critical += rv.summary["critical"] > 0
     return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld,
-            "herbs_offered": herbs, "herbs_with_critical_finding": herbs_critical, "failed": failed}  # fmt: skip
+            "herbs_offered": herbs, "herbs_with_critical_finding": herbs_critical,
+            "patent_medicines_listed": patent, "patent_medicines_unsuitable": patent_unsuitable,
+            "patent_medicines_suitable_with_critical_finding": patent_critical, "failed": failed}  # fmt: skip
 
 
 def fit_prior(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], scorer: Any) -> float:
@@ -316,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"safety: {s['with_critical_finding']} of {s['suggestions']} suggestions carry a critical finding "
                 f"({s['withheld']} withheld); {s['herbs_with_critical_finding']} of {s['herbs_offered']} herbs "
-                "offered beside them"
+                f"offered beside them; {s['patent_medicines_suitable_with_critical_finding']} of "
+                f"{s['patent_medicines_listed'] - s['patent_medicines_unsuitable']} 成药 listed as suitable "
+                f"({s['patent_medicines_unsuitable']} marked unsuitable)"
             )
             for x in s["failed"]:
                 print(f"safety: NOT ANSWERED {x}")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import kb
 from api.fhir_io import findings_request
 from tests.api.app_support import *  # noqa: F403
 from tests.api.app_support import (
@@ -307,6 +309,42 @@ def test_patient_view_differentiation(env: Env) -> None:
         {"system": "http://id.who.int/icd/release/11/mms", "code": "SA60", "display": "Common cold disorder (TM1)"}
     ]
     assert syndrome == {"text": "风寒束表证"}  # no pattern code recorded for it: text only, never a guessed code
+
+
+def test_formula_card_offers_the_patent_medicine_of_its_formula(env: Env) -> None:
+    # 气虚感冒 -> 四君子汤, whose Pharmacopoeia 成药 (四君子丸 in the fixture) is offered as an order of its own
+    obs = searchset(observation("症状", "恶寒，乏力"), observation("舌象", "舌淡"))
+    body = {**hook_request("patient-view"), **SPEC_FHIR, "prefetch": _diff_prefetch(observations=obs)}
+    r = call(env, DIFF, body)
+    assert r.status_code == 200, r.text
+    cards = r.json()["cards"]
+    for c in cards:
+        validate_card(c)
+    (card,) = [c for c in cards if c["source"]["topic"].get("display") == "四君子汤"]
+    assert "成药 / patent medicine: 四君子丸（党参、白术、茯苓、甘草）" in card["detail"]
+    herbal, patent = card["suggestions"]
+    assert "四君子汤" in herbal["label"] and "四君子丸" in patent["label"]
+    order = patent["actions"][0]["resource"]
+    assert order["medicationCodeableConcept"] == {"text": "四君子丸"} and order["intent"] == "proposal"
+    assert order["subject"] == {"reference": "Patient/p-1"} and order["reasonCode"][0]["text"] == "感冒"
+
+
+def test_a_patent_medicine_unsuitable_for_the_patient_is_not_offered(make_env: Any, kb_copy: Path) -> None:
+    # a 成药 holding 麝香 (forbidden in pregnancy): for a pregnant patient the card says why and offers no order
+    path = kb_copy / "formulas" / "all.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("{herb: 茯苓}, {herb: 炙甘草}]", "{herb: 茯苓}, {herb: 炙甘草}, {herb: 麝香}]", 1), "utf-8"
+    )
+    e = make_env(knowledge=kb.load(kb_copy, cache=False))
+    obs = searchset(observation("症状", "恶寒，乏力"), observation("舌象", "舌淡"))
+    pre = _diff_prefetch(observations=obs, pregnancy=searchset(pregnancy(True)))
+    pre["patient"]["gender"] = "female"
+    r = call(e, DIFF, {**hook_request("patient-view"), **SPEC_FHIR, "prefetch": pre})
+    assert r.status_code == 200, r.text
+    (card,) = [c for c in r.json()["cards"] if c["source"]["topic"].get("display") == "四君子汤"]
+    assert "不宜用于此患者" in card["detail"] and "麝香" in card["detail"]
+    assert [s["label"] for s in card["suggestions"] if "四君子丸" in s["label"]] == []
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,8 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
     (out / "syndromes.json").write_text(json.dumps({
         "models": [{"role": "herb-rec", "name": "herb-rec:mlp:tiny"}], "tune": split, "report": split,
         "safety": {"suggestions": 40, "with_critical_finding": 0, "withheld": 3, "herbs_offered": 120,
-                   "herbs_with_critical_finding": 0}}))  # fmt: skip
+                   "herbs_with_critical_finding": 0, "patent_medicines_listed": 9, "patent_medicines_unsuitable": 2,
+                   "patent_medicines_suitable_with_critical_finding": 0}}))  # fmt: skip
     metrics = {"P@5": 0.35, "R@5": 0.22, "P@10": 0.27, "R@10": 0.34, "R@20": 0.47, "label_accuracy": 0.69,
                "label_macro_f1": 0.66}  # fmt: skip
     (out / "retrieval.json").write_text(json.dumps({"k": 10, "results": [
@@ -58,6 +59,7 @@ def test_report_writes_markdown_and_plots(tmp_path: Path) -> None:
     text = (out / "report.md").read_text(encoding="utf-8")
     assert "Models used: `herb-rec:mlp:tiny`" in text and "| report half | 10 | 70.0 % | 90.0 %" in text
     assert "0 of 40 suggestions carry a critical finding" in text
+    assert "0 of 7 成药 listed as suitable (2 marked unsuitable for the patient)" in text
     assert "| random-neighbours | test | 0.1400 |" in text and "242 MLM + 144 contrastive steps" in text
     assert "| 1,000,000 | ivf |" in text and "0.977 | 55.4× |" in text and "p50 4.39 ms" in text
     (out / "vectors.json").write_text("{not json")
