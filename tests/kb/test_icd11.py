@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -53,11 +55,15 @@ def test_disease_codes(real_kb: KnowledgeBase, discipline: str, disease: str, co
     assert d.codes.get("icd11") == code
 
 
-def test_a_disease_named_alike_in_two_disciplines_has_one_code(real_kb: KnowledgeBase) -> None:
+def _names_with_two_codes(entries: Iterable[Any]) -> dict[str, set[str | None]]:
     by_name: dict[str, set[str | None]] = defaultdict(set)
-    for d in real_kb.diseases.values():
-        by_name[d.name].add(d.codes.get("icd11"))
-    assert {n: c for n, c in by_name.items() if len(c) > 1} == {}
+    for e in entries:
+        by_name[e.name].add(e.codes.get("icd11"))
+    return {n: c for n, c in by_name.items() if len(c) > 1}
+
+
+def test_a_disease_named_alike_in_two_disciplines_has_one_code(real_kb: KnowledgeBase) -> None:
+    assert _names_with_two_codes(real_kb.diseases.values()) == {}
 
 
 def test_codes_are_counted(real_kb: KnowledgeBase) -> None:
@@ -80,7 +86,4 @@ def test_syndrome_codes(real_kb: KnowledgeBase, disease: str, syndrome: str, cod
 
 def test_syndromes_named_alike_share_one_code(real_kb: KnowledgeBase) -> None:
     """A pattern code is the pattern's, not the disease's: the same syndrome name never carries two codes."""
-    by_name: dict[str, set[str | None]] = defaultdict(set)
-    for sy in real_kb.syndromes.values():
-        by_name[sy.name].add(sy.codes.get("icd11"))
-    assert {n: c for n, c in by_name.items() if len(c) > 1} == {}
+    assert _names_with_two_codes(real_kb.syndromes.values()) == {}
