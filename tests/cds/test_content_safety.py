@@ -94,3 +94,12 @@ def test_a_suggestion_names_the_patent_medicines_and_which_suit_the_patient(real
         (pm,) = s["patent_medicines"]
         assert pm["name"] == "天王补心丸" and "朱砂" in pm["composition"] and pm["suitable"] is suitable
         assert ("朱砂" in pm["reason"]) if not suitable else "reason" not in pm
+
+
+def test_processed_pinellia_over_the_range_is_a_dose_warning_and_still_clashes_with_aconite(real_kb: KnowledgeBase) -> None:
+    rv = review({"patient": {"age_years": 6}, "items": [{"herb": "法半夏", "dose": "15g"}, {"herb": "陈皮", "dose": "6g"}]}, real_kb)
+    assert [(f.kind, f.severity.value) for f in rv.findings] == [("dose", "warning")]
+    rv = review({"items": [{"herb": "生半夏", "dose": "15g"}]}, real_kb)
+    assert any(f.kind == "dose" and f.severity.value == "critical" for f in rv.findings)
+    rv = review({"items": [{"herb": "姜半夏", "dose": "9g"}, {"herb": "黑顺片", "dose": "9g"}]}, real_kb)
+    assert any(f.severity.value == "critical" and "半夏" in f.message_zh for f in rv.findings)

@@ -83,3 +83,14 @@ def test_raw_aconite_is_processed_before_internal_use(real_kb: KnowledgeBase, na
 @pytest.mark.parametrize("name", ["巴豆", "红粉"])
 def test_external_only(real_kb: KnowledgeBase, name: str) -> None:
     assert facts(real_kb, name).internal_use == "external_only"
+
+
+@pytest.mark.parametrize("name", ["法半夏", "姜半夏", "清半夏"])
+def test_processed_pinellia_keeps_the_dose_and_the_incompatibility_but_not_the_toxic_label(
+    real_kb: KnowledgeBase, name: str
+) -> None:
+    # The Pharmacopoeia gives these their own monographs (辛，温, no 有毒); the 有毒 of 半夏 is the raw drug's
+    f = facts(real_kb, name)
+    assert f.toxicity is None and f.dose_g == (3.0, 9.0)
+    assert any("附子" in c for c in f.cautions)
+    assert facts(real_kb, "生半夏").toxicity == "有毒" and facts(real_kb, "生半夏").controlled
