@@ -96,8 +96,13 @@ def test_a_suggestion_names_the_patent_medicines_and_which_suit_the_patient(real
         assert ("朱砂" in pm["reason"]) if not suitable else "reason" not in pm
 
 
-def test_processed_pinellia_over_the_range_is_a_dose_warning_and_still_clashes_with_aconite(real_kb: KnowledgeBase) -> None:
-    rv = review({"patient": {"age_years": 6}, "items": [{"herb": "法半夏", "dose": "15g"}, {"herb": "陈皮", "dose": "6g"}]}, real_kb)
+def test_processed_pinellia_over_the_range_is_a_dose_warning_and_still_clashes_with_aconite(
+    real_kb: KnowledgeBase,
+) -> None:
+    rv = review(
+        {"patient": {"age_years": 6}, "items": [{"herb": "法半夏", "dose": "15g"}, {"herb": "陈皮", "dose": "6g"}]},
+        real_kb,
+    )
     assert [(f.kind, f.severity.value) for f in rv.findings] == [("dose", "warning")]
     rv = review({"items": [{"herb": "生半夏", "dose": "15g"}]}, real_kb)
     assert any(f.kind == "dose" and f.severity.value == "critical" for f in rv.findings)
