@@ -69,7 +69,10 @@ def _print_human(ans: dict[str, Any]) -> None:
         if s.get("withheld"):
             print(f"  {s['syndrome']}: withheld — {s.get('reason')}")
             continue
-        herbs = " ".join(f"{p['herb']}{p['dose']}" for p in s["prescription"])
+        herbs = " ".join(
+            f"{p['herb']}{p['dose']}" + (f"（可以{'、'.join(p['substitutes'])}代）" if p.get("substitutes") else "")
+            for p in s["prescription"]
+        )
         print(f"  {s['formula']['name']}: {herbs}")
         extra = " ".join(f"{h['herb']}{h['dose']}" for h in s.get("herb_suggestions", []))
         if extra:

@@ -100,6 +100,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         )
         if versions := stats.get("formula_versions"):
             print("  formula versions recorded: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        if subs := stats.get("substitutions"):
+            print("  substitutes recognised in formulas: " + ", ".join(subs))
         coded = stats["codes"]
         print(
             f"  ICD-11 TM1 codes: {coded['diseases']['icd11']} of {stats['counts']['diseases']} diseases, "
@@ -138,10 +140,13 @@ def lookup_row(kb: Any, name: str, kind: str | None = None) -> dict[str, Any]:
         row.update(category=s.category, negated=s.negated, synonyms=list(s.synonyms))
     elif r.kind == "formula":
         f = kb.formulas[r.id]
+        subs = kb.substitutes_in(f.id)
         row.update(
             origin=f.origin, category=f.category,
             composition=[{"herb": kb.herbs[i.herb_id].name, "written": i.written, "dose_g": i.dose_g,
-                          "amount": i.amount, "role": i.role} for i in f.composition],
+                          "amount": i.amount, "role": i.role,
+                          "substitutes": [kb.herbs[x.substitute_id].name for x in subs.get(i.herb_id, ())]}
+                         for i in f.composition],
             versions=[{"kind": v.kind, "name": v.name, "origin": v.origin,
                        "composition": [kb.herbs[i.herb_id].name for i in v.composition], "note": v.note,
                        "source": v.source.as_dict()} for v in f.versions],
@@ -351,5 +356,10 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             f"  formulas: {fo['agree']}/{fo['compared']} agree with a composition we record = {fo['agreement']:.1%}"
             f" (main composition {fo['agree_main']} = {fo['agreement_main']:.1%};"
             f" a recorded version {len(fo['agree_version'])})"
+        )
+        by = ", ".join(f"{k} {v}" for k, v in fo["disagreements_by_verdict"].items())
+        print(
+            f"  formula disagreements: {by}; {fo['disagreements_by_substitute_only']} differ only by a recorded"
+            " substitute"
         )
     return 0

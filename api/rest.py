@@ -184,6 +184,11 @@ def _ingredient(kb: Any, i: Any) -> dict[str, Any]:
     }
 
 
+def _substitutes(kb: Any, subs: dict[str, Any], i: Any) -> list[dict[str, str]]:
+    """The recorded modern substitutes that may stand for this ingredient in its formula (党参 for 人参)."""
+    return [{"herb": kb.herbs[x.substitute_id].name, "substitution": x.id} for x in subs.get(i.herb_id, ())]
+
+
 def render_entity(kb: Any, kind: str, e: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"id": e.id, "name": e.name, "kind": kind, "aliases": list(e.aliases)}
     if kind == "herb":
@@ -212,10 +217,11 @@ def render_entity(kb: Any, kind: str, e: Any) -> dict[str, Any]:
             incompatible_with=kb.incompatible_with(e.id),
         )
     elif kind == "formula":
+        subs = kb.substitutes_in(e.id)
         out.update(
             origin=e.origin,
             category=e.category,
-            composition=[_ingredient(kb, i) for i in e.composition],
+            composition=[{**_ingredient(kb, i), "substitutes": _substitutes(kb, subs, i)} for i in e.composition],
             versions=[
                 {
                     "kind": v.kind,

@@ -66,11 +66,13 @@ def _items_for(
     base: kbmod.KnowledgeBase, sy: m.Syndrome, formula: m.Formula, present: set[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     items: list[dict[str, Any]] = []
+    subs = base.substitutes_in(formula.id)
     for ing in formula.composition:
         items.append({
             "herb": ing.written, "herb_id": ing.herb_id, "form_id": ing.form_id, "dose_g": ing.dose_g,
             "amount": ing.amount, "role": ing.role, "note": ing.note, "origin": "formula",
             "why": f"{formula.name}组成（{ing.role or '组成'}药）/ part of {formula.name}" + (f" as {ing.role}" if ing.role else ""),
+            "substitutes": [base.herbs[x.substitute_id].name for x in subs.get(ing.herb_id, ())],
         })  # fmt: skip
     applied = []
     for mod in sy.modifications:
@@ -348,7 +350,8 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
         else:
             out["prescription"] = [
                 {"herb": it["herb"], "dose_g": it["dose_g"], "dose": _dose_text(it["dose_g"], it["amount"]),
-                 "role": it["role"], "preparation": it.get("note"), "why": it["why"]}
+                 "role": it["role"], "preparation": it.get("note"), "why": it["why"],
+                 **({"substitutes": it["substitutes"]} if it.get("substitutes") else {})}
                 for it in items
             ]  # fmt: skip
             out["review"] = {"summary": rv.summary, "findings": [x.as_dict() for x in rv.findings]}

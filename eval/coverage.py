@@ -469,6 +469,21 @@ def _same_herbs(theirs: set[str], comp: tuple[Ingredient, ...], listed: tuple[in
     return "usage" if core <= theirs <= ours else None
 
 
+def _substituted(kb: KnowledgeBase, fid: str, theirs: set[str]) -> tuple[set[str], list[dict[str, str]]]:
+    """Their herb set read through the recorded substitutes (kb/data/substitutes/): their 党参 as our 人参 where the
+    formula takes 党参 for 人参, their 犀角 as our 水牛角 where our entry already writes the substitute."""
+    ours = {i.herb_id for i in kb.formulas[fid].composition}
+    out, used = set(theirs), []
+    pairs = [(x.substitute_id, o, x) for o, xs in kb.substitutes_in(fid).items() for x in xs]  # theirs S, ours O
+    pairs += [(x.original_id, x.substitute_id, x) for x in kb.substitutions.values() if x.substitute_id in ours]
+    for their, our, x in pairs:
+        if their in out and their not in ours and our not in out:
+            out = (out - {their}) | {our}
+            used.append({"theirs": kb.herbs[their].name, "ours": kb.herbs[our].name, "substitution": x.id,
+                         "source": x.source.label()})  # fmt: skip
+    return out, used
+
+
 def _formulas(
     kb: KnowledgeBase,
     data: Path,
@@ -559,6 +574,11 @@ def _formulas(
                                       "only_main": sorted(kb.herbs[h].name for h in ours - their_ids),
                                       "only_version": sorted(kb.herbs[h].name for h in their_ids - ours)})  # fmt: skip
                 continue
+        substitution: list[dict[str, str]] = []
+        if not their_unresolved:
+            mapped, used = _substituted(kb, ours_f.id, their_ids)
+            if used and _same_herbs(mapped, ours_f.composition, (declared, len(theirs))) is not None:
+                substitution = used  # the same formula with a documented modern substitute: still a difference
         v = verdicts.get(ours_f.id, {})
         disagreements.append({
             "formula": ours_f.name, "id": ours_f.id, "their_name": row["formula"],
@@ -566,6 +586,7 @@ def _formulas(
             "only_theirs": sorted(kb.herbs[h].name for h in their_ids - ours),
             "theirs_unresolved": their_unresolved, **({"theirs_not_herb": their_not_herb} if their_not_herb else {}),
             "verdict": v.get("verdict", "unexplained"), **({"reason": v["detail"]} if v.get("detail") else {}),
+            **({"substitution": substitution} if substitution else {}),
         })  # fmt: skip
     by_verdict = Counter(d["verdict"] for d in disagreements)
     disagreeing = {d["id"] for d in disagreements}
@@ -581,6 +602,7 @@ def _formulas(
         "agree_usage": agree_usage, "agree_truncated": agree_truncated, "agree_version": agree_version,
         "components_expanded": expanded,
         "disagreements_by_verdict": dict(by_verdict.most_common()),
+        "disagreements_by_substitute_only": sum(1 for d in disagreements if "substitution" in d),
         **({"fixed_but_still_disagree": stale} if stale else {}),
         **({"verdicts_for_agreeing_formulas": outdated} if outdated else {}),
         "disagreements": disagreements,

@@ -57,6 +57,7 @@ class KnowledgeBase:
         self.rulesets: dict[str, m.RuleSet] = {}
         self.warnings: list[str] = []
         self.deprecated: dict[str, dict[str, Any]] = {}  # "kind:id" -> {replaced_by, reason}
+        self.substitutions: dict[str, m.Substitution] = {}
         self.merged_symptoms: dict[str, str] = {}  # id of a symptom merged into another -> the id it lives on as
         self.names = NameIndex(self)
         self._origin = origin_map(content)
@@ -122,6 +123,8 @@ class KnowledgeBase:
             self._build_symptom(sym)
         for f in c.formulas:
             self._build_formula(f)
+        for sub in c.substitutes:
+            self._build_substitution(sub)
         syndrome_entries: list[tuple[s.Disease, s.Syndrome]] = []
         syndrome_ids: set[str] = set()
         seen_names: dict[tuple[str, str], str] = {}
@@ -316,6 +319,54 @@ class KnowledgeBase:
         for i, v in enumerate(f.versions):
             if v.name and v.name != f.name and v.name not in f.aliases:
                 self._index(f, f"versions[{i}].name", v.name, t, f.name)
+
+    def _build_substitution(self, sub: s.Substitution) -> None:
+        if sub.id in self.substitutions:
+            self._problem(sub, "id", f"duplicate substitution id {sub.id!r}")
+            return
+        ids = {}
+        for field in ("original", "substitute"):
+            r = self.names.lookup(getattr(sub, field), "herb")
+            if not r.resolved or r.id is None:
+                self._problem(sub, field, f"herb {getattr(sub, field)!r} is not in the knowledge base")
+            elif r.form_id is not None:
+                self._problem(sub, field, f"{getattr(sub, field)!r} is a processed form; name the herb")
+            else:
+                ids[field] = r.id
+        if len(ids) < 2:
+            return
+        if ids["original"] == ids["substitute"]:
+            self._problem(sub, "substitute", "names the same herb as original")
+            return
+        pair = (ids["original"], ids["substitute"])
+        if any((x.original_id, x.substitute_id) == pair for x in self.substitutions.values()):
+            self._problem(sub, "substitute", f"{sub.substitute} for {sub.original} is already recorded")
+            return
+        excepted = set()
+        for i, name in enumerate(sub.except_formulas):
+            r = self.names.lookup(name, "formula")
+            if not r.resolved or r.id is None:
+                self._problem(sub, f"except_formulas[{i}]", f"formula {name!r} is not in the knowledge base")
+            elif not any(x.herb_id == ids["original"] for x in self.formulas[r.id].composition):
+                self._problem(sub, f"except_formulas[{i}]", f"{name} does not contain {sub.original}")
+            else:
+                excepted.add(r.id)
+        self.substitutions[sub.id] = m.Substitution(
+            id=sub.id, original_id=ids["original"], substitute_id=ids["substitute"], scope=sub.scope,
+            except_formula_ids=frozenset(excepted), note=sub.note, source=self._source(sub, sub.source),
+            verification=sub.verification.value,
+        )  # fmt: skip
+
+    def substitutes_in(self, formula_id: str) -> dict[str, tuple[m.Substitution, ...]]:
+        """The recorded substitutes that apply to a formula: herb id of its composition -> the substitutions that
+        may stand for it there (none where the formula already holds the substitute, or keeps the original)."""
+        f = self.formulas[formula_id]
+        have = {i.herb_id for i in f.composition}
+        out: dict[str, list[m.Substitution]] = {}
+        for sub in self.substitutions.values():
+            if sub.original_id in have and sub.substitute_id not in have and formula_id not in sub.except_formula_ids:
+                out.setdefault(sub.original_id, []).append(sub)
+        return {k: tuple(v) for k, v in out.items()}
 
     def _versions(self, f: s.Formula, main: list[m.Ingredient]) -> tuple[m.FormulaVersion, ...]:
         """The formula's other documented compositions; one that lists the same herbs as another says nothing."""
@@ -567,6 +618,10 @@ class KnowledgeBase:
             "formula_versions": dict(
                 sorted(Counter(v.kind for f in self.formulas.values() for v in f.versions).items())
             ),
+            "substitutions": [
+                f"{self.herbs[x.substitute_id].name} for {self.herbs[x.original_id].name}"
+                for x in self.substitutions.values()
+            ],
             "codes": {
                 kind: {
                     field: sum(1 for e in table.values() if field in e.codes)
@@ -655,7 +710,7 @@ def _verification_counts(kb: KnowledgeBase) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for kind, table in (
         ("herbs", kb.herbs), ("forms", kb.forms), ("formulas", kb.formulas), ("syndromes", kb.syndromes),
-        ("symptoms", kb.symptoms), ("rules", kb.rules),
+        ("symptoms", kb.symptoms), ("rules", kb.rules), ("substitutions", kb.substitutions),
     ):  # fmt: skip
         counts: dict[str, int] = defaultdict(int)
         for e in table.values():

@@ -11,7 +11,9 @@ left out. A prescription *matches* a formula when it contains most of the formul
 
 Matches are ranked by coverage, then by the number of shared herbs (a larger formula explains more of the
 prescription), then by the share of the prescription the formula explains. Deprecated formulas do not match.
-Herbs are compared by knowledge-base id, so processed forms (炙甘草) count as their herb (甘草).
+Herbs are compared by knowledge-base id, so processed forms (炙甘草) count as their herb (甘草); a documented modern
+substitute (``kb/data/substitutes/``: 党参 for 人参) counts as the herb it stands for, in every formula the
+substitution does not except (独参汤 keeps 人参). A match names the substitutes it accepted.
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ class FormulaMatch:
     shared: int
     explained: float  # share of the prescription's herbs the formula accounts for
     missing: tuple[str, ...]  # herb ids of the formula the prescription lacks
+    substituted: tuple[tuple[str, str], ...] = ()  # (formula herb id, the prescription's substitute herb id)
 
     def as_dict(self) -> dict[str, object]:
-        return {"formula_id": self.formula_id, "name": self.name, "coverage": round(self.coverage, 3),
-                "shared": self.shared, "explained": round(self.explained, 3), "missing": list(self.missing)}  # fmt: skip
+        d: dict[str, object] = {"formula_id": self.formula_id, "name": self.name, "coverage": round(self.coverage, 3),
+                                "shared": self.shared, "explained": round(self.explained, 3),
+                                "missing": list(self.missing)}  # fmt: skip
+        if self.substituted:
+            d["substituted"] = [{"herb_id": a, "by": b} for a, b in self.substituted]
+        return d
 
 
 class _Index:
@@ -47,6 +54,7 @@ class _Index:
         self.herbs: dict[str, frozenset[str]] = {}
         self.principal: dict[str, frozenset[str]] = {}
         self.by_herb: dict[str, list[str]] = {}
+        self.stand_in: dict[str, dict[str, str]] = {}  # formula id -> {substitute herb id: the herb it stands for}
         for fid, f in kb.formulas.items():
             if kb.deprecation("formula", fid) is not None:
                 continue
@@ -57,6 +65,11 @@ class _Index:
             self.principal[fid] = frozenset(i.herb_id for i in f.composition if i.herb_id and i.role == "君")
             for h in herbs:
                 self.by_herb.setdefault(h, []).append(fid)
+            subs = {x.substitute_id: herb for herb, xs in kb.substitutes_in(fid).items() for x in xs}
+            if subs:
+                self.stand_in[fid] = subs
+                for h in subs:
+                    self.by_herb.setdefault(h, []).append(fid)
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,16 +84,25 @@ def match_formulas(kb: KnowledgeBase, herb_ids: Iterable[str | None], *, limit: 
     rx = frozenset(given)
     if not rx:
         return []
-    shared_count = Counter(fid for h in rx for fid in idx.by_herb.get(h, ()))
+    candidates = Counter(fid for h in rx for fid in idx.by_herb.get(h, ()))
     out = []
-    for fid, shared in shared_count.items():
+    for fid, upper in candidates.items():
         herbs = idx.herbs[fid]
+        if len(herbs) - upper > (len(herbs) - 1) // 4:
+            continue  # even counting every candidate herb, too many are missing
+        have = rx
+        substituted: tuple[tuple[str, str], ...] = ()
+        if fid in idx.stand_in:  # a substitute stands for its herb where the formula lacks the herb itself
+            used = {h: o for h, o in idx.stand_in[fid].items() if h in rx and o not in rx}
+            have = rx | frozenset(used.values())
+            substituted = tuple(sorted((o, h) for h, o in used.items()))
+        shared = len(herbs & have)
         explained = shared / len(rx)
-        if len(herbs) - shared > (len(herbs) - 1) // 4 or not idx.principal[fid] <= rx:
+        if len(herbs) - shared > (len(herbs) - 1) // 4 or not idx.principal[fid] <= have:
             continue
         if shared < MIN_SHARED and explained < MIN_EXPLAINED_SMALL:
             continue
         out.append(FormulaMatch(fid, kb.formulas[fid].name, shared / len(herbs), shared, explained,
-                                tuple(sorted(herbs - rx))))  # fmt: skip
+                                tuple(sorted(herbs - have)), substituted))  # fmt: skip
     out.sort(key=lambda m: (-m.coverage, -m.shared, -m.explained, m.formula_id))
     return out[:limit]

@@ -25,6 +25,7 @@ from kb.schema import (
     RuleFile,
     Source,
     SourceFile,
+    Substitution,
     Symptom,
 )
 
@@ -53,6 +54,7 @@ class Content:
     diseases: list[Disease] = field(default_factory=list)
     symptoms: list[Symptom] = field(default_factory=list)
     names: list[DistinctName] = field(default_factory=list)
+    substitutes: list[Substitution] = field(default_factory=list)
     release: Release | None = None
     rulefiles: list[RuleFile] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> kind, for provenance

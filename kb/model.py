@@ -152,6 +152,20 @@ class Ingredient(_Record):
     note: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Substitution(_Record):
+    """A documented modern substitute for a herb of the formulas (see ``kb.schema.Substitution``)."""
+
+    id: str
+    original_id: str  # herb ids
+    substitute_id: str
+    scope: str
+    except_formula_ids: frozenset[str]
+    note: str | None
+    source: SourceRef
+    verification: str
+
+
 VERSION_KINDS = {"药典": "pharmacopoeia", "原方": "original", "别本": "other"}
 
 

@@ -47,6 +47,7 @@ TOP_LEVEL: dict[str, tuple[type[BaseModel], URIRef, str]] = {
     "diseases": (s.Disease, TCM.Disease, "disease"),
     "symptoms": (s.Symptom, TCM.Symptom, "symptom"),
     "names": (s.DistinctName, TCM.DistinctName, "distinct"),
+    "substitutes": (s.Substitution, TCM.Substitution, "substitution"),
 }
 NESTED: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], URIRef, str | None]] = {
     # (parent model, field) -> (child model, class, IRI segment when the child has its own id, else None)
@@ -242,6 +243,13 @@ class _Exporter:
             ri = KBN[f"rule/{r.id}"]
             for mem in (*r.a, *r.b, *r.members):
                 g.add((ri, TCM.involvesHerb, KBN[f"herb/{mem.herb_id}"]))
+        if only is None:
+            for sub in kb.substitutions.values():
+                si = KBN[f"substitution/{sub.id}"]
+                g.add((si, TCM.originalRef, KBN[f"herb/{sub.original_id}"]))
+                g.add((si, TCM.substituteRef, KBN[f"herb/{sub.substitute_id}"]))
+                for fid in sorted(sub.except_formula_ids):
+                    g.add((si, TCM.exceptFormulaRef, KBN[f"formula/{fid}"]))
 
     def run(self) -> Any:
         """The content and link triples, in the sink it was given (an rdflib Graph by default)."""

@@ -12,6 +12,7 @@ Layout of ``kb/data/``::
     symptoms/*.yaml        list of Symptom (symptoms, tongue and pulse terms)
     rules/*.yaml           rule sets: {ruleset: RuleSetMeta, rules: [Rule]}
     names/*.yaml           DistinctName: names that must not be derived from a herb name (广防己 ≠ 防己)
+    substitutes/*.yaml     Substitution: a documented modern substitute for a herb of the formulas (党参 for 人参)
     release.yaml           the release name of this content (the version is release + content hash)
 
 Clinical values are written the way curators speak them (Chinese terms: 大毒/有毒/小毒, 禁用/忌用/慎用, 先煎…);
@@ -345,6 +346,23 @@ class DistinctName(Sourced):
     reason: Text
 
 
+class Substitution(Sourced):
+    """A documented modern substitute for a herb the formulas name: 党参 for 人参 in the formulas for mild spleen
+    and lung qi deficiency (the 中药学 textbook's 党参 entry), 水牛角 for the banned 犀角.
+
+    Where a formula names ``original`` and not ``substitute``, a prescription written with the substitute is still
+    that formula (kb.formula_match), except in the formulas listed in ``except_formulas`` (人参 kept for collapse:
+    独参汤, 参附汤). The formula entries themselves are not changed.
+    """
+
+    id: Id
+    original: Text  # a herb of the knowledge base
+    substitute: Text  # a herb of the knowledge base, not the original
+    scope: Text  # the formulas the source says it for, in its words
+    except_formulas: list[Text] = Field(default_factory=list)  # formula names where the original is kept
+    note: str | None = None
+
+
 RuleKind = Literal["incompatibility", "antagonism", "controlled", "banned", "duration", "herb_duration"]
 
 
@@ -413,6 +431,7 @@ ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "diseases": Disease,
     "symptoms": Symptom,
     "names": DistinctName,
+    "substitutes": Substitution,
 }
 
 
