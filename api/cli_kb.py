@@ -129,6 +129,7 @@ def lookup_row(kb: Any, name: str, kind: str | None = None) -> dict[str, Any]:
             latin=herb.latin,
             category=herb.category,
             incompatible_with=kb.incompatible_with(r.id),
+            populations=list(facts.populations),
             cautions=list(facts.cautions),
             verification=(kb.forms[r.form_id].verification if r.form_id else herb.verification),
             source=(kb.forms[r.form_id].source if r.form_id else herb.source).as_dict(),

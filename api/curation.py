@@ -325,7 +325,7 @@ LABELS = {
     "opposite": "相反表现", "broader": "上位表现", "replaces": "并入本条的旧条目编号", "kind": "规则类型", "severity": "严重程度", "a": "甲组药物",
     "b": "乙组药物", "members": "药物", "params": "参数", "message_zh": "提示（中文）", "message_en": "提示（英文）",
     "note": "备注", "work": "著作", "edition": "版本", "publisher": "出版者", "year": "年份",
-    "versions": "其他版本（药典成药、原方、别本）",
+    "versions": "其他版本（药典成药、原方、别本）", "populations": "特殊人群禁忌",
 }  # fmt: skip
 HELP = {
     "dose_g": "成人每日煎服剂量，[最小, 最大]，单位克",
@@ -335,6 +335,8 @@ HELP = {
     "replaced_by": "同类条目的编号",
     "versions": "同名下另有出处的组成，各附出处：kind 为 药典（药典成方制剂，作为一味成药开具时按此审核）、原方（主方用了现代"
     "代用品时的古籍原方，如犀角）或 别本（他书或他本的同名方）；composition 每味药 {herb, dose_g?, note?}",
+    "populations": "每项为人群加程度：婴幼儿（3岁以下）、儿童（14岁以下）、老年人（65岁及以上）或 哺乳期，加 禁用、忌用、慎用 或 不宜，"
+    "如 儿童禁用、哺乳期不宜；依出处的【注意】填写，孕妇另见“妊娠禁忌”",
     "codes": "GB/T 15657-2021、GB/T 16751.2-2021、ICD-11 第26章（TM1）编码：疾病填疾病编码（SA00–SE5Z），证候填证候编码"
     "（SE70–SJ3Z），仅当世卫组织名称与本条同义时填写；不确定请留空",
 }
@@ -343,7 +345,7 @@ MULTILINE = {"usage", "note", "deprecation_reason", "message_zh", "message_en"}
 FIRST = ("id", "name", "pinyin", "latin", "aliases", "synonyms", "category", "discipline", "processing", "raw",
          "nature", "flavours", "meridians", "functions", "indications", "origin", "composition", "usage", "versions",
          "key_symptoms", "secondary_symptoms", "tongue", "pulse", "contra_symptoms", "principle", "formulas",
-         "modifications", "dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions")  # fmt: skip
+         "modifications", "dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "populations", "cautions")  # fmt: skip
 LAST = ("codes", "source", "verification", "deprecated", "replaced_by", "deprecation_reason")
 OPTION_LABELS = {
     "verified": "已核对原始文献", "secondary": "据二手资料", "unverified": "未核实",

@@ -167,6 +167,7 @@ def _safety(s: Any) -> dict[str, Any]:
         "preparation": s.preparation,
         "internal_use": s.internal_use,
         "controlled": s.controlled,
+        "populations": list(s.populations),
         "cautions": list(s.cautions),
     }
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import kb as kbmod
-from cds.prescription import Item, Prescription, parse
+from cds.prescription import Item, Patient, Prescription, parse
 from kb import model as m
 from kb.names import Resolution
 from kb.registry import Registry
@@ -228,7 +228,8 @@ class Plan:
                 pairs=tuple((rule, side) for rule, side, mem in self.pairs.get(r.id, ()) if matches(mem, r)),
                 members={kind: rules for kind, by in self.members.items()
                          if (rules := tuple(rule for rule, mem in by.get(r.id, ()) if matches(mem, r)))},
-                fact_id={fld: str(r.form_id if fld in own else r.id) for fld in ("pregnancy", "dose_g", "preparation")},
+                fact_id={fld: str(r.form_id if fld in own else r.id)
+                         for fld in ("pregnancy", "dose_g", "preparation", "populations")},
             )  # fmt: skip
             triggers = _triggers(f)
             if kb.deprecated and (kb.deprecation("herb", r.id) or (r.form_id and kb.deprecation("form", r.form_id))):
@@ -246,7 +247,8 @@ def _triggers(f: Facts) -> frozenset[str]:
         t.add("member")
     if sf is not None:
         for name, present in (("pregnancy", sf.pregnancy), ("dose", sf.dose_g), ("preparation", sf.preparation),
-                              ("toxicity", sf.toxicity), ("internal_use", sf.internal_use != "allowed")):  # fmt: skip
+                              ("toxicity", sf.toxicity), ("internal_use", sf.internal_use != "allowed"),
+                              ("populations", sf.populations)):  # fmt: skip
             if present:
                 t.add(name)
     return frozenset(t)
@@ -264,7 +266,7 @@ TRIGGERS: dict[str, frozenset[str]] = {
     "duplicate": frozenset({"duplicate"}),
     "preparation": frozenset({"preparation"}),
     "duration": frozenset({"days", "member"}),
-    "population": frozenset({"toxicity"}),
+    "population": frozenset({"toxicity", "populations"}),
     "deprecated": frozenset({"deprecated"}),
 }
 
@@ -782,25 +784,72 @@ def check_duration(ctx: Context) -> list[Finding]:
     return out
 
 
+POPULATION_SEVERITY = {"禁用": m.Severity.CRITICAL, "忌用": m.Severity.CRITICAL, "慎用": m.Severity.WARNING,
+                       "不宜": m.Severity.WARNING}  # fmt: skip
+POPULATION_EN = {"婴幼儿": "an infant or toddler", "儿童": "a child", "老年人": "an elderly patient",
+                 "哺乳期": "a breastfeeding patient"}  # fmt: skip
+LEVEL_EN = {"禁用": "forbidden", "忌用": "to be avoided", "慎用": "to be used with caution", "不宜": "not advised"}
+
+
+def patient_groups(p: Patient) -> list[str]:
+    """The population groups of kb.schema.POPULATION_GROUPS the patient belongs to, most specific first."""
+    age, groups = p.age_years, []
+    if age is not None:
+        groups = ["婴幼儿", "儿童"] if age < 3 else ["儿童"] if age < 14 else ["老年人"] if age >= 65 else []
+    return groups + (["哺乳期"] if p.lactating else [])
+
+
 @CHECKS.register("population")
 def check_population(ctx: Context) -> list[Finding]:
-    """Children and the elderly given a toxic herb: a reminder to adjust the dose (the ranges are for adults)."""
-    age = ctx.rx.patient.age_years
-    if age is None or 14 <= age < 65:
+    """A herb restricted for a group the patient belongs to (罂粟壳 儿童禁用, 麦芽 哺乳期不宜: the herb's
+    ``populations``); and children or the elderly given a toxic herb without such a restriction: a reminder to
+    adjust the dose (the ranges are for adults)."""
+    groups = patient_groups(ctx.rx.patient)
+    if not groups:
         return []
-    group_zh, group_en = ("儿童", "a child") if age < 14 else ("老年人", "an elderly patient")
+    age = ctx.rx.patient.age_years
     out = []
     for ln in ctx.lines:
-        if ln.safety is None or ln.safety.toxicity is None:
+        safety = ln.safety
+        if safety is None:
             continue
+        hits = [(g, lvl) for g in groups if (lvl := safety.restriction(g))]
+        if hits:  # the most severe level; among equals the most specific group (婴幼儿 before 儿童)
+            group, level = min(hits, key=lambda h: -POPULATION_SEVERITY[h[1]].rank)
+            name = _label(ln)
+            out.append(
+                Finding(
+                    rule_id=f"population.{ln.facts.fact_id['populations']}.{group}",
+                    kind="population",
+                    severity=POPULATION_SEVERITY[level],
+                    herbs=(ln.item.herb,),
+                    message_zh=f"{name}：{group}{level}",
+                    message_en=f"{name}: {LEVEL_EN[level]} for {POPULATION_EN[group]}",
+                    source=ln.facts.source,
+                    items=(ln.item.pos,),
+                    detail={"population": group, "level": level, **({"age_years": age} if age is not None else {})},
+                    suggestions=(
+                        {
+                            "label": f"删除 {ln.item.herb} / remove {ln.item.herb}",
+                            "action": "remove",
+                            "item": ln.item.pos,
+                        },
+                    ),
+                )  # fmt: skip
+            )
+            if any(g != "哺乳期" for g, _ in hits):
+                continue  # the restriction for the age group says more than the reminder below
+        if safety.toxicity is None or age is None or 14 <= age < 65:
+            continue
+        group_zh, group_en = ("儿童", "a child") if age < 14 else ("老年人", "an elderly patient")
         out.append(
             Finding(
                 rule_id="population.age-toxic",
                 kind="population",
                 severity=m.Severity.WARNING,
                 herbs=(ln.item.herb,),
-                message_zh=f"{ln.item.herb}（{ln.safety.toxicity}）用于{group_zh}：剂量范围按成人制定，须酌减并密切观察",
-                message_en=f"{ln.item.herb} ({ln.safety.toxicity}) for {group_en}: dose ranges are for adults; reduce and monitor",
+                message_zh=f"{ln.item.herb}（{safety.toxicity}）用于{group_zh}：剂量范围按成人制定，须酌减并密切观察",
+                message_en=f"{ln.item.herb} ({safety.toxicity}) for {group_en}: dose ranges are for adults; reduce and monitor",
                 source=_regulation(ctx.kb, "chufang-shenhe"),
                 items=(ln.item.pos,),
                 detail={"age_years": age},

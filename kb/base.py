@@ -33,7 +33,9 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
 logger = logging.getLogger(__name__)
 
-SAFETY_FIELDS = ("dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions")
+SAFETY_FIELDS = (
+    "dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "populations", "cautions",
+)  # fmt: skip
 DISCIPLINE_ORDER = {d: i for i, d in enumerate(m.DISCIPLINES)}
 FINDING_FIELDS = ("key_symptoms", "secondary_symptoms", "tongue", "pulse", "contra_symptoms")
 
@@ -226,6 +228,7 @@ class KnowledgeBase:
                 internal_use=pick("internal_use", entry.internal_use.value, base.internal_use if base else "allowed"),
                 controlled=pick("controlled", entry.controlled, base.controlled if base else False),
                 cautions=tuple(entry.cautions) if (base is None or "cautions" in own) else base.cautions,
+                populations=tuple(entry.populations) if (base is None or "populations" in own) else base.populations,
             ),
             own,
         )

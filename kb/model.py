@@ -95,6 +95,11 @@ class Safety(_Record):
     internal_use: str  # allowed | processed_only | external_only | banned
     controlled: bool
     cautions: tuple[str, ...]
+    populations: tuple[str, ...] = ()  # 儿童禁用, 哺乳期不宜 … (kb.schema.PopulationRestriction)
+
+    def restriction(self, group: str) -> str | None:
+        """The level (禁用 忌用 慎用 不宜) this herb carries for a population group (儿童, 哺乳期 …), if any."""
+        return next((x[len(group) :] for x in self.populations if x.startswith(group)), None)
 
     @property
     def toxicity_code(self) -> str | None:

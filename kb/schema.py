@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 ID_PATTERN = r"^[a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, min_length=2, max_length=80)]
@@ -46,6 +46,15 @@ class Pregnancy(str, Enum):
     FORBIDDEN = "禁用"
     AVOID = "忌用"
     CAUTION = "慎用"
+
+
+# A population restriction as the sources write it: group + level (儿童禁用, 哺乳期不宜, 老年人慎用). 婴幼儿: under 3
+# years; 儿童: under 14; 老年人: 65 and over; 哺乳期: a breastfeeding patient.
+POPULATION_GROUPS = ("婴幼儿", "儿童", "老年人", "哺乳期")
+POPULATION_LEVELS = ("禁用", "忌用", "慎用", "不宜")
+PopulationRestriction = Annotated[
+    str, StringConstraints(pattern=f"^({'|'.join(POPULATION_GROUPS)})({'|'.join(POPULATION_LEVELS)})$")
+]
 
 
 class Preparation(str, Enum):
@@ -181,6 +190,8 @@ class SafetyFields(Strict):
     preparation: Preparation | None = None
     internal_use: InternalUse = InternalUse.ALLOWED
     controlled: bool = False  # one of the 28 controlled toxic drugs (医疗用毒性药品管理办法)
+    # who must not (禁用/忌用) or should not (慎用/不宜) take it, from the source's cautions: [儿童禁用, 哺乳期不宜]
+    populations: list[PopulationRestriction] = Field(default_factory=list)
     cautions: list[Text] = Field(default_factory=list)
 
     @field_validator("dose_g", mode="before")
@@ -192,6 +203,14 @@ class SafetyFields(Strict):
     @classmethod
     def _dose_after(cls, v: DoseRange | None) -> DoseRange | None:
         return _check_range(v)
+
+    @field_validator("populations")
+    @classmethod
+    def _one_level_per_group(cls, v: list[str]) -> list[str]:
+        groups = [x[:-2] for x in v]
+        if dup := sorted({g for g in groups if groups.count(g) > 1}):
+            raise ValueError(f"one level per group: {'、'.join(dup)} appears more than once")
+        return v
 
 
 class ProcessedForm(SafetyFields, Sourced):

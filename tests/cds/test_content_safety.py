@@ -108,3 +108,29 @@ def test_processed_pinellia_over_the_range_is_a_dose_warning_and_still_clashes_w
     assert any(f.kind == "dose" and f.severity.value == "critical" for f in rv.findings)
     rv = review({"items": [{"herb": "姜半夏", "dose": "9g"}, {"herb": "黑顺片", "dose": "9g"}]}, real_kb)
     assert any(f.severity.value == "critical" and "半夏" in f.message_zh for f in rv.findings)
+
+
+def _population_findings(real_kb: KnowledgeBase, patient: dict, *items: str) -> list[tuple[str, str, str]]:
+    rv = review({"patient": patient, "items": [{"herb": h, "dose": "6g"} for h in items]}, real_kb)
+    return [(f.severity.value, f.rule_id, f.message_zh) for f in rv.findings if f.kind == "population"]
+
+
+def test_a_herb_restricted_for_the_patients_group_is_reported(real_kb: KnowledgeBase) -> None:
+    # 罂粟壳 儿童禁用: critical, and it replaces the generic "toxic herb for a child" reminder
+    assert _population_findings(real_kb, {"age_years": 6}, "罂粟壳") == [
+        ("critical", "population.yingsuqiao.儿童", "罂粟壳：儿童禁用")
+    ]
+    # an elderly patient: no restriction recorded, so the reminder for a toxic herb
+    assert [r for _, r, _ in _population_findings(real_kb, {"age_years": 70}, "罂粟壳")] == ["population.age-toxic"]
+    # 马兜铃: 婴幼儿禁用 outranks 儿童慎用 for a two-year-old; a six-year-old gets the 慎用
+    assert _population_findings(real_kb, {"age_years": 2}, "马兜铃")[0][2] == "马兜铃：婴幼儿禁用"
+    assert _population_findings(real_kb, {"age_years": 6}, "马兜铃")[0][:1] == ("warning",)
+
+
+def test_a_breastfeeding_patient_is_told_about_herbs_that_stop_lactation(real_kb: KnowledgeBase) -> None:
+    lactating = {"age_years": 30, "sex": "female", "pregnant": False, "lactating": True}
+    assert _population_findings(real_kb, lactating, "炒麦芽", "陈皮") == [
+        ("warning", "population.maiya.哺乳期", "炒麦芽：哺乳期不宜")  # the form inherits the herb's restriction
+    ]
+    assert _population_findings(real_kb, {**lactating, "lactating": False}, "炒麦芽") == []
+    assert _population_findings(real_kb, {**lactating, "lactating": None}, "炒麦芽") == []

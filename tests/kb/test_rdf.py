@@ -160,3 +160,17 @@ def test_turtle_export_of_the_fixture_knowledge_base_parses_back_to_the_same_tri
     assert len(back) == n and set(back) == set(rdf.to_graph(fixture_kb))
     # written from the plain triples, without building the store: the same text as from the rdflib graph
     assert out.read_text(encoding="utf-8") == rdf.turtle(rdf.to_graph(fixture_kb))
+
+
+def test_population_restrictions_round_trip(kb_copy: Path, tmp_path: Path) -> None:
+    path = kb_copy / "herbs" / "all.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("dose_g: [2, 10]", "dose_g: [2, 10], populations: [哺乳期慎用, 儿童不宜]", 1), encoding="utf-8")  # fmt: skip
+    base = kb.load(kb_copy, cache=False)
+    first = tmp_path / "first.ttl"
+    rdf.export(base, "ttl", first)
+    back = rdf.import_file(first, tmp_path / "content")
+    assert back.herbs["gancao"].safety.populations == ("哺乳期慎用", "儿童不宜")  # the order as written
+    assert (
+        back.forms["zhigancao"].safety.restriction("哺乳期") == "慎用"
+        and "populations" not in back.forms["zhigancao"].own_fields
+    )

@@ -177,3 +177,13 @@ def test_two_pharmacopoeia_lists_under_one_name(kb_copy: Path) -> None:
     assert any("two versions of kind 药典 under the name 四君子丸" in p for p in problems(kb_copy))
     path.write_text(text.replace(block, block + second.replace("四君子丸", "四君子颗粒"), 1), encoding="utf-8")
     assert kb.load(kb_copy, cache=False).formulas["sijunzi-tang"].versions[1].name == "四君子颗粒"  # its own name
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("[孕妇禁用]", "should match pattern"), ("[儿童禁用, 儿童慎用]", "儿童 appears more than once")],
+)
+def test_population_restrictions_are_group_and_level(kb_copy: Path, value: str, words: str) -> None:
+    break_file(kb_copy, "herbs/all.yaml", "dose_g: [2, 10]", f"dose_g: [2, 10], populations: {value}")
+    p = problems(kb_copy)[0]
+    assert "甘草" in p and "populations" in p and words in p

@@ -56,7 +56,7 @@ const OPTION_LABELS = {
   severity: { info: "提示", warning: "警告", critical: "严重" },
 };
 // Edit-form order: the entry's own fields first, then safety fields, then its source; deprecation is its own action.
-const SAFETY_FIELDS = ["dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "cautions"];
+const SAFETY_FIELDS = ["dose_g", "toxicity", "pregnancy", "preparation", "internal_use", "controlled", "populations", "cautions"];
 const SOURCE_FIELDS = ["source", "verification"];
 const DEPRECATION_FIELDS = ["deprecated", "replaced_by", "deprecation_reason"];
 
