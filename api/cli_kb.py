@@ -145,7 +145,7 @@ def lookup_row(kb: Any, name: str, kind: str | None = None) -> dict[str, Any]:
         row.update(
             origin=f.origin, category=f.category,
             composition=[{"herb": kb.herbs[i.herb_id].name, "written": i.written, "dose_g": i.dose_g,
-                          "amount": i.amount, "role": i.role,
+                          "dose_derived": i.dose_derived, "amount": i.amount, "role": i.role,
                           "substitutes": [kb.herbs[x.substitute_id].name for x in subs.get(i.herb_id, ())]}
                          for i in f.composition],
             versions=[{"kind": v.kind, "name": v.name, "origin": v.origin,

@@ -179,6 +179,7 @@ def _ingredient(kb: Any, i: Any) -> dict[str, Any]:
         "form_id": i.form_id,
         "written": i.written,
         "dose_g": i.dose_g,
+        "dose_derived": i.dose_derived,
         "amount": i.amount,
         "role": i.role,
         "note": i.note,

@@ -28,11 +28,19 @@ from cds.differentiate import (
 )
 from cds.review import review
 from kb import model as m
+from kb.derive_doses import proportion_factor, settle
 
 ROLE_RANK = {"君": 0, "臣": 1, "佐": 2, "佐使": 3, "使": 4, None: 5}
 MAX_ROUNDS = 8
 HERB_SUGGESTIONS = 5  # model- and case-based herbs offered beside each prescription
 HERB_CANDIDATES = 12  # at most this many are safety-checked per prescription
+
+
+DERIVED_NOTE = (
+    "出处只给原方用量，汤剂剂量系本库按原方比例折算入药典用量范围（dose_derived），请酌定 / the source gives "
+    "only the original amounts: the decoction doses marked dose_derived were scaled from the original "
+    "proportion into the Pharmacopoeia ranges by this knowledge base; adjust them"
+)
 
 
 def _dose_text(dose_g: float | None, amount: str | None) -> str:
@@ -73,6 +81,7 @@ def _items_for(
             "amount": ing.amount, "role": ing.role, "note": ing.note, "origin": "formula",
             "why": f"{formula.name}组成（{ing.role or '组成'}药）/ part of {formula.name}" + (f" as {ing.role}" if ing.role else ""),
             "substitutes": [base.herbs[x.substitute_id].name for x in subs.get(ing.herb_id, ())],
+            "dose_derived": ing.dose_derived,
         })  # fmt: skip
     applied = []
     for mod in sy.modifications:
@@ -115,10 +124,37 @@ def _rx(items: list[dict[str, Any]], patient: dict[str, Any] | None) -> dict[str
     return {"patient": patient or {}, "items": out}
 
 
+def _scale_down(
+    base: kbmod.KnowledgeBase, items: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A formula whose listed grams are the original batch (银翘散: 连翘 30 g … "表列为全方总量") is reduced as its
+    usage says, 用量按原方比例酌减: one factor for all its herbs (kb.derive_doses.proportion_factor), each dose then
+    rounded and kept inside its range. Only when two or more of its herbs, and at least a third of those with a
+    range, exceed their maximum; never scaled up."""
+    herbs = [(n, it, base.safety(it["herb_id"], it["form_id"]).dose_g) for n, it in enumerate(items)
+             if it["origin"] == "formula" and it["dose_g"] is not None]  # fmt: skip
+    ranged = [(n, it, r) for n, it, r in herbs if r is not None]
+    over = sum(1 for _, it, r in ranged if it["dose_g"] > r[1])
+    if over < 2 or 3 * over < len(ranged):
+        return items, []
+    s = proportion_factor([it["dose_g"] for _, it, _ in ranged], [r for _, _, r in ranged])
+    if s >= 1:
+        return items, []
+    items, changed = list(items), []
+    for n, it, r in herbs:
+        d, _ = settle(it["dose_g"] * s, r)
+        if d != it["dose_g"]:
+            changed.append({"herb": it["herb"], "from_g": it["dose_g"], "to_g": d})
+            items[n] = {**it, "dose_g": d}
+    note = (f"原方剂量超出{over}味药的常用量，按原方比例酌减（×{s:.2f}）/ the listed doses exceed the range of {over} "
+            f"herbs: reduced in proportion (×{s:.2f})")  # fmt: skip
+    return items, [{"action": "scaled", "factor": round(s, 3), "reason": note, "doses": changed}]
+
+
 def _adapt(
     base: kbmod.KnowledgeBase, items: list[dict[str, Any]], patient: dict[str, Any] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, str | None]:
-    adaptations: list[dict[str, Any]] = []
+    items, adaptations = _scale_down(base, items)
     for _ in range(MAX_ROUNDS):
         rv = review(_rx(items, patient), base)
         todo = [
@@ -128,14 +164,15 @@ def _adapt(
         ]
         if not todo:
             return items, adaptations, rv, None
-        f = todo[0]
-        if f.kind == "dose" and f.detail.get("range_g"):
-            i = f.items[0]
-            hi = f.detail["range_g"][1]
-            adaptations.append({"herb": items[i]["herb"], "action": "dose", "from_g": items[i]["dose_g"], "to_g": hi,
-                                "reason": f.message_zh})  # fmt: skip
-            items[i] = {**items[i], "dose_g": hi}
+        doses = [f for f in todo if f.kind == "dose" and f.detail.get("range_g")]
+        if doses:  # every over-range dose at once: each is brought to its maximum
+            for f in doses:
+                i, hi = f.items[0], f.detail["range_g"][1]
+                adaptations.append({"herb": items[i]["herb"], "action": "dose", "from_g": items[i]["dose_g"],
+                                    "to_g": hi, "reason": f.message_zh})  # fmt: skip
+                items[i] = {**items[i], "dose_g": hi}
             continue
+        f = todo[0]
         drop: dict[str, Any] | None
         if f.kind in ("incompatibility", "antagonism"):
             pair = [items[i] for i in f.items]
@@ -328,6 +365,7 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
                 "id": formula.id,
                 "name": formula.name,
                 "origin": formula.origin,
+                "usage": formula.usage,
                 "source": formula.source.as_dict(),
             },  # fmt: skip
             "why": f"{sy.name}治以{sy.principle}，主方{formula.name} / {sy.name} is treated by {sy.principle}; "
@@ -343,6 +381,8 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
         }
         if patent := _patent_medicines(base, formula, patient):
             out["patent_medicines"] = patent
+        if any(ing.dose_derived for ing in formula.composition):
+            notes = [*notes, DERIVED_NOTE]
         if notes:
             out["notes"] = notes
         if withheld is not None:
@@ -351,7 +391,8 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
             out["prescription"] = [
                 {"herb": it["herb"], "dose_g": it["dose_g"], "dose": _dose_text(it["dose_g"], it["amount"]),
                  "role": it["role"], "preparation": it.get("note"), "why": it["why"],
-                 **({"substitutes": it["substitutes"]} if it.get("substitutes") else {})}
+                 **({"substitutes": it["substitutes"]} if it.get("substitutes") else {}),
+                 **({"dose_derived": True} if it.get("dose_derived") and it["dose_g"] is not None else {})}
                 for it in items
             ]  # fmt: skip
             out["review"] = {"summary": rv.summary, "findings": [x.as_dict() for x in rv.findings]}

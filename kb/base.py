@@ -298,6 +298,7 @@ class KnowledgeBase:
         return m.Ingredient(
             herb_id=r.id, form_id=r.form_id, written=ing.herb, dose_g=ing.dose_g, amount=ing.amount,
             role=role.value if (role := getattr(ing, "role", None)) else None, note=ing.note,
+            dose_derived=getattr(ing, "derived", False),
         )  # fmt: skip
 
     def _build_formula(self, f: s.Formula) -> None:
@@ -689,16 +690,23 @@ FORMULA_FIELDS = ("functions", "indications", "cautions", "doses", "roles")
 
 def _formula_counts(formulas: list[m.Formula]) -> dict[str, Any]:
     """How many formulas have every field the issue names (composition with a modern dose in grams, or a count, for
-    each herb, the role of each herb, functions, indications, cautions), and how many lack each one."""
+    each herb, the role of each herb, functions, indications, cautions), and how many lack each one. An original
+    amount alone (一两, 等分, 半升) is not a modern dose; an ingredient named in the method of preparation needs none.
+    ``doses_derived``: formulas whose grams this project derived from the original proportion (kb.derive_doses)."""
 
     def has(f: m.Formula, field: str) -> bool:
         if field == "doses":
-            return all(i.dose_g is not None or i.amount for i in f.composition)
+            return all(
+                i.dose_g is not None or m.modern_amount(i.amount) or (i.note and "用法所加" in i.note)
+                for i in f.composition
+            )
         if field == "roles":
             return all(i.role for i in f.composition)
         return bool(getattr(f, field))
 
-    return _completeness(formulas, FORMULA_FIELDS, has)
+    out = _completeness(formulas, FORMULA_FIELDS, has)
+    out["doses_derived"] = sum(1 for f in formulas if any(i.dose_derived for i in f.composition))
+    return out
 
 
 def _completeness(entries: Sequence[Any], fields: tuple[str, ...], has: Callable[[Any, str], bool]) -> dict[str, Any]:

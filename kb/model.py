@@ -6,6 +6,7 @@ contract's English codes (``high``, ``forbidden``) through the mapping tables be
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -155,6 +156,7 @@ class Ingredient(_Record):
     amount: str | None
     role: str | None
     note: str | None
+    dose_derived: bool = False  # dose_g computed from the original amount in proportion (kb.derive_doses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,18 @@ class Substitution(_Record):
     note: str | None
     source: SourceRef
     verification: str
+
+
+# An amount a physician writes today without grams: a count or a household measure (3片, 十二枚, 2~3枚, 荷梗5寸,
+# 姜汁6匙), or grams written as a range (熟地黄9~30g). An original weight (一两, 等分) or volume (半升) is not one.
+_MODERN_AMOUNT = re.compile(
+    r"^(鲜者)?[\d一二三四五六七八九十两半]+([~～-][\d一二三四五六七八九十]+)?(枚|片|个|条|只|茎|根|粒|朵|节|寸|茶匙|匙|滴|g\b)"
+)
+
+
+def modern_amount(amount: str | None) -> bool:
+    """Whether an ingredient's written amount is one a physician uses today (see ``_MODERN_AMOUNT``)."""
+    return bool(amount) and _MODERN_AMOUNT.match(amount or "") is not None
 
 
 VERSION_KINDS = {"药典": "pharmacopoeia", "原方": "original", "别本": "other"}

@@ -242,11 +242,16 @@ class Ingredient(Strict):
     amount: str | None = None  # a count as written in the source: 12枚, 3片
     role: Role | None = None
     note: str | None = None  # 先煎, 后下, 冲服 …
+    # dose_g was computed by this project from the original amount (``amount``) in proportion, scaled into the
+    # Pharmacopoeia ranges (kb.derive_doses), where the source gives only the original batch
+    derived: bool = False
 
     @model_validator(mode="after")
     def _dose_or_amount(self) -> Ingredient:
         if self.dose_g is None and not self.amount:
             raise ValueError(f"ingredient {self.herb}: give dose_g (grams) or amount (e.g. '12枚')")
+        if self.derived and (self.dose_g is None or not self.amount):
+            raise ValueError(f"ingredient {self.herb}: a derived dose_g needs the original amount it comes from")
         return self
 
 
