@@ -142,24 +142,38 @@ def evaluate(
     }  # fmt: skip
 
 
+# Every vignette is suggested for each of these patients: the groups the review treats apart
+SAFETY_PATIENTS: dict[str, dict[str, Any]] = {
+    "pregnant": {"pregnant": True, "sex": "female", "age_years": 30},
+    "not pregnant": {"pregnant": False, "sex": "female", "age_years": 30},
+    "breastfeeding": {"pregnant": False, "lactating": True, "sex": "female", "age_years": 30},
+    "child of 4": {"sex": "male", "age_years": 4},
+    "elderly": {"sex": "male", "age_years": 75},
+}
+
+
 def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = None) -> dict[str, Any]:
-    """Suggestions (and herbs offered beside them) that carry a critical finding, pregnant and not: must be 0.
-    An offered herb counts when the prescription with it added, at its suggested dose, has one. A 成药 listed as
-    suitable counts when its own review for the patient, run again here, has one."""
+    """Suggestions (and herbs offered beside them) that carry a critical finding, for each patient of
+    ``SAFETY_PATIENTS``: must be 0. An offered herb counts when the prescription with it added, at its suggested
+    dose, has one. A 成药 listed as suitable counts when its own review for the patient, run again here, has one."""
     from cds.review import review
 
     total = critical = withheld = herbs = herbs_critical = patent = patent_unsuitable = patent_critical = 0
     failed: list[str] = []  # a vignette suggest cannot answer is reported, never skipped silently
+    by_patient: dict[str, dict[str, int]] = {}
     for row in rows:
-        for pregnant in (True, False):
-            patient = {"pregnant": pregnant, "sex": "female", "age_years": 30}
+        for label, patient in SAFETY_PATIENTS.items():
+            mine = by_patient.setdefault(label, {"suggestions": 0, "with_critical_finding": 0, "withheld": 0})
             try:
                 out = suggest(request(row, patient=patient), base, models=models)
             except Exception as exc:
-                failed.append(f"{row['id']} (pregnant={pregnant}): {type(exc).__name__}: {exc}")
+                failed.append(f"{row['id']} ({label}): {type(exc).__name__}: {exc}")
                 continue
             for s in out["suggestions"]:
                 total += 1
+                mine["suggestions"] += 1
+                mine["withheld"] += bool(s.get("withheld"))
+                mine["with_critical_finding"] += bool(not s.get("withheld") and s["review"]["summary"]["critical"])
                 for pm in s.get("patent_medicines", []):
                     patent += 1
                     if not pm["suitable"]:
@@ -182,7 +196,8 @@ def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = 
     return {"suggestions": total, "with_critical_finding": critical, "withheld": withheld,
             "herbs_offered": herbs, "herbs_with_critical_finding": herbs_critical,
             "patent_medicines_listed": patent, "patent_medicines_unsuitable": patent_unsuitable,
-            "patent_medicines_suitable_with_critical_finding": patent_critical, "failed": failed}  # fmt: skip
+            "patent_medicines_suitable_with_critical_finding": patent_critical, "by_patient": by_patient,
+            "failed": failed}  # fmt: skip
 
 
 def fit_prior(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], scorer: Any) -> float:
@@ -330,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['patent_medicines_listed'] - s['patent_medicines_unsuitable']} 成药 listed as suitable "
                 f"({s['patent_medicines_unsuitable']} marked unsuitable)"
             )
+            if s.get("by_patient"):
+                print("safety, per patient: " + "; ".join(
+                    f"{k} {v['with_critical_finding']}/{v['suggestions']} ({v['withheld']} withheld)"
+                    for k, v in s["by_patient"].items()))  # fmt: skip
             for x in s["failed"]:
                 print(f"safety: NOT ANSWERED {x}")
     return 0 if not out.get("safety", {}).get("failed") else 1
