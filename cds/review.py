@@ -480,18 +480,62 @@ def _preg_en(cls: str) -> str:
     return {"禁用": "forbidden", "忌用": "to be avoided", "慎用": "to be used with caution"}[cls]
 
 
+# 中医儿科学 (儿科用药剂量): a child's daily dose as a share of the adult's, by age — (under this age in years,
+# share, group, share as written). From school age (7) the adult dose.
+CHILD_DOSE_SHARE = (
+    (28 / 365, 1 / 6, "新生儿", "1/6"),
+    (1.0, 1 / 3, "乳婴儿", "1/3"),
+    (3.0, 1 / 2, "幼儿", "1/2"),
+    (7.0, 2 / 3, "学龄前儿童", "2/3"),
+)
+
+
+def child_dose_share(age_years: float | None) -> tuple[float, str, str] | None:
+    """(share of the adult dose, age group, share as written) for a child under 7, else None."""
+    if age_years is None:
+        return None
+    return next(((share, label, frac) for upper, share, label, frac in CHILD_DOSE_SHARE if age_years < upper), None)
+
+
 @CHECKS.register("dose")
 def check_dose(ctx: Context) -> list[Finding]:
     out = []
+    child = child_dose_share(ctx.rx.patient.age_years)
     for ln in ctx.lines:
         d = ln.item.dose_g
         safety = ln.facts.safety
         if d is None or safety is None or safety.dose_g is None:
             continue
         lo, hi = safety.dose_g
+        rid = f"dose.{ln.facts.fact_id['dose_g']}"
+        if child is not None and d <= hi + 1e-9:
+            share, label, frac = child
+            c_lo, c_hi = lo * share, hi * share
+            if d > c_hi + 1e-9:  # an adult dose for a young child: the paediatric reference, as information
+                out.append(
+                    Finding(
+                        rule_id=f"{rid}.child",
+                        kind="dose",
+                        severity=m.Severity.INFO,
+                        herbs=(ln.item.herb,),
+                        source=_regulation(ctx.kb, "erkexue"),
+                        items=(ln.item.pos,),
+                        detail={
+                            "dose_g": d,
+                            "range_g": [lo, hi],
+                            "child_range_g": [round(c_lo, 2), round(c_hi, 2)],
+                            "share": frac,
+                        },
+                        message_zh=f"{ln.item.herb} {_fmt(d)} g 超过{label}参考用量（成人量的{frac}：{_fmt(round(c_lo, 2))}–"
+                        f"{_fmt(round(c_hi, 2))} g）",
+                        message_en=f"{ln.item.herb} {_fmt(d)} g is above the reference for this age ({frac} of the adult "
+                        f"dose: {_fmt(round(c_lo, 2))}–{_fmt(round(c_hi, 2))} g)",
+                    )  # fmt: skip
+                )
+            if d >= c_lo - 1e-9:
+                continue  # below the adult range is what a child's dose is
         if lo - 1e-9 <= d <= hi + 1e-9:
             continue
-        rid = f"dose.{ln.facts.fact_id['dose_g']}"
         rng = f"{_fmt(lo)}–{_fmt(hi)} g"
         detail = {"dose_g": d, "range_g": [lo, hi], "toxicity": safety.toxicity}
         set_dose = {"label": f"{ln.item.herb} 调整为 {_fmt(hi)} g / set {ln.item.herb} to {_fmt(hi)} g",

@@ -26,7 +26,7 @@ from cds.differentiate import (
     read_findings,
     similar_cases,
 )
-from cds.review import review
+from cds.review import child_dose_share, review
 from kb import model as m
 from kb.derive_doses import proportion_factor, settle
 
@@ -151,10 +151,39 @@ def _scale_down(
     return items, [{"action": "scaled", "factor": round(s, 3), "reason": note, "doses": changed}]
 
 
+def _child_doses(
+    base: kbmod.KnowledgeBase, sy: m.Syndrome, items: list[dict[str, Any]], patient: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A child under 7 gets the share of the adult dose 中医儿科学 gives for the age (cds.review.CHILD_DOSE_SHARE):
+    the formula's herbs, and the modifications except those of a 儿科 syndrome, which are written for children."""
+    age = patient.get("age_years") if isinstance(patient, dict) else None
+    child = child_dose_share(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
+    if child is None:
+        return items, []
+    share, label, frac = child
+    paediatric = base.diseases[sy.disease_id].discipline == "儿科"
+    items, changed = list(items), []
+    for n, it in enumerate(items):
+        if it["dose_g"] is None or (it["origin"] == "modification" and paediatric):
+            continue
+        d, _ = settle(it["dose_g"] * share, None)
+        changed.append({"herb": it["herb"], "from_g": it["dose_g"], "to_g": d})
+        items[n] = {**it, "dose_g": d}
+    if not changed:
+        return items, []
+    note = f"{label}用成人量的{frac}（中医儿科学）/ {frac} of the adult dose for a child of {age:g} years"
+    return items, [{"action": "child_dose", "share": frac, "reason": note, "doses": changed}]
+
+
 def _adapt(
-    base: kbmod.KnowledgeBase, items: list[dict[str, Any]], patient: dict[str, Any] | None
+    base: kbmod.KnowledgeBase,
+    sy: m.Syndrome,
+    items: list[dict[str, Any]],
+    patient: dict[str, Any] | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, str | None]:
     items, adaptations = _scale_down(base, items)
+    items, for_child = _child_doses(base, sy, items, patient)
+    adaptations += for_child
     for _ in range(MAX_ROUNDS):
         rv = review(_rx(items, patient), base)
         todo = [
@@ -353,7 +382,7 @@ def suggest(raw: Any, kb: kbmod.KnowledgeBase | None = None, *, models: Any = No
                                 "reason": "every formula the knowledge base names for this syndrome is deprecated"})  # fmt: skip
             continue
         items, applied = _items_for(base, sy, formula, present)
-        items, adaptations, rv, withheld = _adapt(base, items, patient)
+        items, adaptations, rv, withheld = _adapt(base, sy, items, patient)
         out: dict[str, Any] = {
             "syndrome_id": sy.id,
             "syndrome": sy.name,

@@ -134,3 +134,27 @@ def test_a_breastfeeding_patient_is_told_about_herbs_that_stop_lactation(real_kb
     ]
     assert _population_findings(real_kb, {**lactating, "lactating": False}, "炒麦芽") == []
     assert _population_findings(real_kb, {**lactating, "lactating": None}, "炒麦芽") == []
+
+
+def test_a_young_childs_dose_is_read_against_the_paediatric_share_of_the_adult_range(real_kb: KnowledgeBase) -> None:
+    def dose_findings(age: float | None, *items: tuple[str, str]) -> list[tuple[str, str]]:
+        rv = review({"patient": {"age_years": age}, "items": [{"herb": h, "dose": d} for h, d in items]}, real_kb)
+        return [(f.severity.value, f.message_zh) for f in rv.findings if f.kind == "dose"]
+
+    # 甘草 2-10 g for an adult; a child of 2 (幼儿) takes half: 1-5 g
+    assert dose_findings(2, ("甘草", "6g")) == [("info", "甘草 6 g 超过幼儿参考用量（成人量的1/2：1–5 g）")]
+    assert dose_findings(2, ("甘草", "1.5g")) == []  # below the adult range is what a child's dose is
+    assert dose_findings(30, ("甘草", "1.5g"))[0][0] == "info"  # ... for an adult it is below the usual range
+    assert dose_findings(8, ("甘草", "6g")) == []  # school age: the adult dose
+    assert dose_findings(2, ("甘草", "12g"))[0][0] == "warning"  # over the adult maximum: as for anyone
+
+
+def test_a_suggestion_for_a_young_child_takes_the_paediatric_share(real_kb: KnowledgeBase) -> None:
+    from cds.suggest import suggest
+
+    text = "发热，恶寒，无汗，鼻塞，流清涕，咳嗽，舌淡红苔薄白，脉浮紧"
+    s = suggest({"text": text, "patient": {"age_years": 4}}, real_kb)["suggestions"][0]
+    assert any(a["action"] == "child_dose" and a["share"] == "2/3" for a in s["adaptations"])
+    grown = {i.written: i.dose_g for i in real_kb.formulas[s["formula"]["id"]].composition}
+    reduced = [(p["dose_g"], grown[p["herb"]]) for p in s["prescription"] if grown.get(p["herb"]) and p["dose_g"]]
+    assert len(reduced) >= 5 and all(d < adult for d, adult in reduced)  # every herb of the formula, for the child
