@@ -64,7 +64,9 @@ def cold_load(data_dir: Path, repeats: int = 3) -> dict[str, float]:
 NAME_KEYS = {
     "name", "aliases", "synonyms", "herb", "remove", "formulas", "key_symptoms", "secondary_symptoms", "tongue",
     "pulse", "contra_symptoms", "when", "a", "b", "members", "unlike", "opposite", "broader", "pinyin", "latin",
+    "original", "substitute", "except_formulas",
 }  # fmt: skip
+ID_KEYS = {"id", "replaces", "replaced_by"}  # an entry's id and the ids it names: suffixed in each copy
 
 
 def _protected() -> set[str]:
@@ -101,14 +103,17 @@ class _Cipher:
         # a name made only of meaningful characters (生姜, 煨姜) gets one marker character so it stays unique
         self.markers = pool[(copies - 1) * n : (copies - 1) * n + copies]
 
+    @staticmethod
+    def _ids(v: Any, k: int) -> Any:
+        if isinstance(v, list):
+            return [f"{x}-x{k}" for x in v]
+        return f"{v}-x{k}" if isinstance(v, str) else v
+
     def apply(self, obj: Any, k: int, key: str | None = None) -> Any:
         if isinstance(obj, list):
             return [self.apply(x, k, key) for x in obj]
         if isinstance(obj, dict):
-            return {
-                kk: (f"{v}-x{k}" if kk == "id" and isinstance(v, str) else self.apply(v, k, kk))
-                for kk, v in obj.items()
-            }
+            return {kk: (self._ids(v, k) if kk in ID_KEYS else self.apply(v, k, kk)) for kk, v in obj.items()}
         if isinstance(obj, str) and key in NAME_KEYS and k:
             if key in ("pinyin", "latin"):
                 return f"{obj} {k}"
