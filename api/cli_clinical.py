@@ -74,6 +74,8 @@ def _print_human(ans: dict[str, Any]) -> None:
             for p in s["prescription"]
         )
         print(f"  {s['formula']['name']}: {herbs}")
+        if s["formula"].get("usage") and any(p["dose_g"] is None and p["dose"] for p in s["prescription"]):
+            print(f"    用法 usage: {s['formula']['usage']}")  # original amounts (等分, 一两): the usage gives the dose
         extra = " ".join(f"{h['herb']}{h['dose']}" for h in s.get("herb_suggestions", []))
         if extra:
             print(f"    + consider: {extra}")
