@@ -51,6 +51,8 @@ class PatientIn(_Open):
     lactating: bool | None = None
     age_years: float | None = Field(None, ge=0, le=130)
     sex: Literal["female", "male"] | None = None
+    hepatic_impairment: bool | None = Field(None, description="肝功能不全: herbs restricted for it are reported")
+    renal_impairment: bool | None = Field(None, description="肾功能不全: herbs restricted for it are reported")
 
 
 class ItemIn(_Open):

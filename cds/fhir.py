@@ -13,6 +13,7 @@ of walking the models. A caller that has validated the resources already (the CD
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from cds.prescription import MASS_UNITS, Item, Patient, Prescription
@@ -125,10 +126,10 @@ def prescription_from_fhir(raw: dict[str, Any], *, validated: bool = False) -> P
                 value = {c.get("code") for c in r.get("valueCodeableConcept", {}).get("coding", [])}
                 for code, flag in PREGNANT_CODES.items():
                     if code in value:
-                        patient = Patient(flag, patient.lactating, patient.age_years, patient.sex)
+                        patient = replace(patient, pregnant=flag)
         elif rt == "Patient":
             sex = {"female": "female", "male": "male"}.get(r.get("gender", ""))
-            patient = Patient(patient.pregnant, patient.lactating, patient.age_years, sex)
+            patient = replace(patient, sex=sex)
     if not items:
         raise InputError("no herbal ingredients found in the FHIR input", kind or "resource")
     if kind == "Bundle" and not requests:

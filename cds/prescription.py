@@ -39,6 +39,8 @@ class Patient:
     lactating: bool | None = None
     age_years: float | None = None
     sex: str | None = None  # female | male | None (unknown)
+    hepatic_impairment: bool | None = None  # 肝功能不全
+    renal_impairment: bool | None = None  # 肾功能不全
 
     def may_be_pregnant(self) -> bool:
         """Unknown pregnancy in someone who could be pregnant: not male, age 12–55 or unknown."""
@@ -154,7 +156,7 @@ def _parse_patient(raw: Any) -> Patient:
     if not isinstance(raw, dict):
         raise InputError(f"expected an object, got {type(raw).__name__}", "patient")
     out: dict[str, Any] = {}
-    for key in ("pregnant", "lactating"):
+    for key in ("pregnant", "lactating", "hepatic_impairment", "renal_impairment"):
         v = raw.get(key)
         if v is not None and not isinstance(v, bool):
             raise InputError(f"expected true, false or null, got {v!r}", f"patient.{key}")

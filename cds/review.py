@@ -831,7 +831,9 @@ def check_duration(ctx: Context) -> list[Finding]:
 POPULATION_SEVERITY = {"禁用": m.Severity.CRITICAL, "忌用": m.Severity.CRITICAL, "慎用": m.Severity.WARNING,
                        "不宜": m.Severity.WARNING}  # fmt: skip
 POPULATION_EN = {"婴幼儿": "an infant or toddler", "儿童": "a child", "老年人": "an elderly patient",
-                 "哺乳期": "a breastfeeding patient"}  # fmt: skip
+                 "哺乳期": "a breastfeeding patient", "肝功能不全": "hepatic impairment",
+                 "肾功能不全": "renal impairment"}  # fmt: skip
+AGE_GROUPS = frozenset({"婴幼儿", "儿童", "老年人"})
 LEVEL_EN = {"禁用": "forbidden", "忌用": "to be avoided", "慎用": "to be used with caution", "不宜": "not advised"}
 
 
@@ -840,7 +842,8 @@ def patient_groups(p: Patient) -> list[str]:
     age, groups = p.age_years, []
     if age is not None:
         groups = ["婴幼儿", "儿童"] if age < 3 else ["儿童"] if age < 14 else ["老年人"] if age >= 65 else []
-    return groups + (["哺乳期"] if p.lactating else [])
+    return groups + [g for g, flag in (("哺乳期", p.lactating), ("肝功能不全", p.hepatic_impairment),
+                                       ("肾功能不全", p.renal_impairment)) if flag]  # fmt: skip
 
 
 @CHECKS.register("population")
@@ -860,6 +863,7 @@ def check_population(ctx: Context) -> list[Finding]:
         hits = [(g, lvl) for g in groups if (lvl := safety.restriction(g))]
         if hits:  # the most severe level; among equals the most specific group (婴幼儿 before 儿童)
             group, level = min(hits, key=lambda h: -POPULATION_SEVERITY[h[1]].rank)
+            same = [g for g, lvl in hits if lvl == level]  # 朱砂 肝功能不全、肾功能不全禁用: one finding
             name = _label(ln)
             out.append(
                 Finding(
@@ -867,11 +871,16 @@ def check_population(ctx: Context) -> list[Finding]:
                     kind="population",
                     severity=POPULATION_SEVERITY[level],
                     herbs=(ln.item.herb,),
-                    message_zh=f"{name}：{group}{level}",
-                    message_en=f"{name}: {LEVEL_EN[level]} for {POPULATION_EN[group]}",
+                    message_zh=f"{name}：{'、'.join(same)}{level}",
+                    message_en=f"{name}: {LEVEL_EN[level]} for " + " and ".join(POPULATION_EN[g] for g in same),
                     source=ln.facts.source,
                     items=(ln.item.pos,),
-                    detail={"population": group, "level": level, **({"age_years": age} if age is not None else {})},
+                    detail={
+                        "population": group,
+                        "groups": same,
+                        "level": level,
+                        **({"age_years": age} if age is not None else {}),
+                    },  # fmt: skip
                     suggestions=(
                         {
                             "label": f"删除 {ln.item.herb} / remove {ln.item.herb}",
@@ -881,7 +890,7 @@ def check_population(ctx: Context) -> list[Finding]:
                     ),
                 )  # fmt: skip
             )
-            if any(g != "哺乳期" for g, _ in hits):
+            if any(g in AGE_GROUPS for g, _ in hits):
                 continue  # the restriction for the age group says more than the reminder below
         if safety.toxicity is None or age is None or 14 <= age < 65:
             continue

@@ -48,9 +48,10 @@ class Pregnancy(str, Enum):
     CAUTION = "慎用"
 
 
-# A population restriction as the sources write it: group + level (儿童禁用, 哺乳期不宜, 老年人慎用). 婴幼儿: under 3
-# years; 儿童: under 14; 老年人: 65 and over; 哺乳期: a breastfeeding patient.
-POPULATION_GROUPS = ("婴幼儿", "儿童", "老年人", "哺乳期")
+# A population restriction as the sources write it: group + level (儿童禁用, 哺乳期不宜, 肾功能不全禁用). 婴幼儿: under
+# 3 years; 儿童: under 14; 老年人: 65 and over; 哺乳期: a breastfeeding patient; 肝功能不全, 肾功能不全: hepatic or
+# renal impairment.
+POPULATION_GROUPS = ("婴幼儿", "儿童", "老年人", "哺乳期", "肝功能不全", "肾功能不全")
 POPULATION_LEVELS = ("禁用", "忌用", "慎用", "不宜")
 PopulationRestriction = Annotated[
     str, StringConstraints(pattern=f"^({'|'.join(POPULATION_GROUPS)})({'|'.join(POPULATION_LEVELS)})$")

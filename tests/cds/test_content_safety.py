@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cds.review import review
 from kb.base import KnowledgeBase
 
@@ -158,3 +160,25 @@ def test_a_suggestion_for_a_young_child_takes_the_paediatric_share(real_kb: Know
     grown = {i.written: i.dose_g for i in real_kb.formulas[s["formula"]["id"]].composition}
     reduced = [(p["dose_g"], grown[p["herb"]]) for p in s["prescription"] if grown.get(p["herb"]) and p["dose_g"]]
     assert len(reduced) >= 5 and all(d < adult for d, adult in reduced)  # every herb of the formula, for the child
+
+
+def test_hepatic_and_renal_impairment_are_read_from_the_patient(real_kb: KnowledgeBase) -> None:
+    both = {"age_years": 50, "sex": "male", "hepatic_impairment": True, "renal_impairment": True}
+    assert _population_findings(real_kb, both, "朱砂", "苦楝皮") == [
+        ("critical", "population.zhusha.肝功能不全", "朱砂：肝功能不全、肾功能不全禁用"),
+        ("warning", "population.kulianpi.肝功能不全", "苦楝皮：肝功能不全、肾功能不全慎用"),
+    ]
+    kidney = {"age_years": 50, "sex": "male", "renal_impairment": True}
+    assert _population_findings(real_kb, kidney, "马兜铃", "黄药子") == [
+        ("critical", "population.madouling.肾功能不全", "马兜铃：肾功能不全禁用")
+    ]  # 黄药子 is restricted for the liver only
+    assert _population_findings(real_kb, {"age_years": 50, "sex": "male"}, "朱砂") == []
+
+
+def test_an_impairment_flag_that_is_not_a_boolean_is_refused() -> None:
+    from cds.prescription import parse
+    from kb.errors import InputError
+
+    with pytest.raises(InputError) as exc:
+        parse({"patient": {"renal_impairment": "yes"}, "items": [{"herb": "甘草", "dose": "6g"}]})
+    assert "patient.renal_impairment" in str(exc.value)
