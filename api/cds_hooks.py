@@ -36,6 +36,7 @@ from api.fhir_io import (
     draft_patent_order,
     findings_request,
     herbal_orders,
+    is_breastfeeding_status,
     is_pregnancy_status,
     order_ref,
     relocate,
@@ -55,6 +56,7 @@ EXTENSION_KEY = "org.tcm-cds.action"
 
 PATIENT = "Patient/{{context.patientId}}"
 PREGNANCY = "Observation?patient={{context.patientId}}&code=http://loinc.org|82810-3&_sort=-date&_count=1"
+LACTATION = "Observation?patient={{context.patientId}}&code=http://loinc.org|63895-7&_sort=-date&_count=1"
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ SERVICES: dict[str, Service] = {
             "order-select",
             "TCM herbal prescription safety (order-select)",
             _SAFETY_TEXT,
-            {"patient": PATIENT, "pregnancy": PREGNANCY},
+            {"patient": PATIENT, "pregnancy": PREGNANCY, "lactation": LACTATION},
             context_required=("patientId", "selections", "draftOrders"),
         ),
         Service(
@@ -101,7 +103,7 @@ SERVICES: dict[str, Service] = {
             "order-sign",
             "TCM herbal prescription safety (order-sign)",
             _SAFETY_TEXT,
-            {"patient": PATIENT, "pregnancy": PREGNANCY},
+            {"patient": PATIENT, "pregnancy": PREGNANCY, "lactation": LACTATION},
             context_required=("patientId", "draftOrders"),
         ),
         Service(
@@ -273,9 +275,9 @@ def _safety(
         raise InputError("draftOrders must be a FHIR Bundle", "context.draftOrders")
     validate(draft, "context.draftOrders")
     extra: list[tuple[dict[str, Any], str]] = []
-    for key in ("patient", "pregnancy"):
+    for key in ("patient", "pregnancy", "lactation"):
         for n, res in enumerate(resources(prefetch.get(key))):
-            if res.get("resourceType") == "Patient" or is_pregnancy_status(res):
+            if res.get("resourceType") == "Patient" or is_pregnancy_status(res) or is_breastfeeding_status(res):
                 extra.append(
                     (
                         res,

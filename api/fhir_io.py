@@ -25,6 +25,7 @@ from kb.errors import InputError
 ICD_PREFIX = "http://id.who.int/icd"  # ICD-11 MMS code systems (release/11/mms and older spellings)
 
 PREGNANCY_LOINC = "82810-3"
+BREASTFEEDING_LOINC = "63895-7"  # answers LA29252-6 currently / LA29253-4 not currently breastfeeding
 UCUM = "http://unitsofmeasure.org"
 FINDING_SYSTEM = "https://tcm-cds.org/CodeSystem/finding"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
@@ -358,6 +359,15 @@ def is_pregnancy_status(obs: dict[str, Any]) -> bool:
     return obs.get("resourceType") == "Observation" and PREGNANCY_LOINC in _codes(obs.get("code"))
 
 
+def is_breastfeeding_status(obs: dict[str, Any]) -> bool:
+    return obs.get("resourceType") == "Observation" and BREASTFEEDING_LOINC in _codes(obs.get("code"))
+
+
+def breastfeeding_of(obs: dict[str, Any]) -> bool | None:
+    codes = _codes(obs.get("valueCodeableConcept"))
+    return True if "LA29252-6" in codes else False if "LA29253-4" in codes else None
+
+
 def _age(birth: Any, today: dt.date) -> float | None:
     if not isinstance(birth, str) or len(birth) < 4:
         return None
@@ -387,7 +397,8 @@ def findings_request(prefetch: dict[str, Any], kb: Any, today: dt.date | None = 
         age = _age(p.get("birthDate"), today)
         if age is not None:
             patient["age_years"] = age
-    observations = resources(prefetch.get("observations")) + resources(prefetch.get("pregnancy"))
+    observations = [*resources(prefetch.get("observations")), *resources(prefetch.get("pregnancy")),
+                    *resources(prefetch.get("lactation"))]  # fmt: skip
     for obs in observations:
         if obs.get("resourceType") != "Observation" or obs.get("status") in _INACTIVE_STATUS:
             continue
@@ -395,6 +406,11 @@ def findings_request(prefetch: dict[str, Any], kb: Any, today: dt.date | None = 
             preg = pregnancy_of(obs)
             if preg is not None:
                 patient["pregnant"] = preg
+            continue
+        if is_breastfeeding_status(obs):
+            feeding = breastfeeding_of(obs)
+            if feeding is not None:
+                patient["lactating"] = feeding
             continue
         label = _text(obs.get("code")) or ""
         codes = _codes(obs.get("code"))

@@ -2,8 +2,8 @@
 strength in g) and ``Bundle``s of them, validated with ``fhir.resources`` (R4B models), then read.
 
 A Bundle becomes one prescription holding the herbs of all its MedicationRequests, so that incompatibilities
-across orders of one patient are found; a pregnancy-status Observation (LOINC 82810-3) and a Patient resource
-in the Bundle fill in the patient.
+across orders of one patient are found; a pregnancy-status Observation (LOINC 82810-3), a breastfeeding-status
+Observation (LOINC 63895-7) and a Patient resource in the Bundle fill in the patient.
 
 Each resource is validated once: a Bundle with its entries in one pass, a lone MedicationRequest or Medication
 on its own. The reading then walks the validated JSON (the models guarantee its shape), which costs a fraction
@@ -21,6 +21,8 @@ from kb.errors import InputError
 
 PREGNANCY_LOINC = "82810-3"
 PREGNANT_CODES = {"77386006": True, "60001007": False, "261665006": None}  # SNOMED: pregnant, not pregnant, unknown
+BREASTFEEDING_LOINC = "63895-7"  # Breastfeeding status
+BREASTFEEDING_CODES = {"LA29252-6": True, "LA29253-4": False}  # LOINC answers: currently / not currently breastfeeding
 
 
 def _validate(model: Any, raw: dict[str, Any], where: str) -> None:
@@ -127,6 +129,11 @@ def prescription_from_fhir(raw: dict[str, Any], *, validated: bool = False) -> P
                 for code, flag in PREGNANT_CODES.items():
                     if code in value:
                         patient = replace(patient, pregnant=flag)
+            elif BREASTFEEDING_LOINC in codes:
+                value = {c.get("code") for c in r.get("valueCodeableConcept", {}).get("coding", [])}
+                for code, flag in BREASTFEEDING_CODES.items():
+                    if code in value:
+                        patient = replace(patient, lactating=flag)
         elif rt == "Patient":
             sex = {"female": "female", "male": "male"}.get(r.get("gender", ""))
             patient = replace(patient, sex=sex)

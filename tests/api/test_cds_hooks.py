@@ -647,3 +647,33 @@ def test_fhir_resources_are_validated_once_per_call(env: Env, monkeypatch: pytes
     r = call(env, SIGN, body)
     assert r.status_code == 200 and any(c["indicator"] == "critical" for c in r.json()["cards"])
     assert sorted(seen) == ["Bundle", "Patient"]  # draftOrders once (its entries with it), the prefetched Patient once
+
+
+def breastfeeding(status: bool) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": "bf",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "63895-7", "display": "Breastfeeding status"}]},
+        "valueCodeableConcept": {
+            "coding": [{"system": "http://loinc.org", "code": "LA29252-6" if status else "LA29253-4"}]
+        },
+    }
+
+
+def test_breastfeeding_status_reaches_the_review(env: Env) -> None:
+    from cds.fhir import prescription_from_fhir
+    from cds.review import review
+
+    r = env.client.get("/cds-services", headers=env.cds(None))
+    services = {s["id"]: s for s in r.json()["services"]}
+    assert "63895-7" in services[SIGN]["prefetch"]["lactation"]
+    real = kb.load(None)
+    for status, expected in ((True, ["炒麦芽：哺乳期不宜"]), (False, [])):
+        rx = prescription_from_fhir(bundle(med_request("mr-1", [("炒麦芽", 30), ("陈皮", 6)]), breastfeeding(status)))
+        assert rx.patient.lactating is status
+        assert [f.message_zh for f in review(rx, real).findings if f.kind == "population"] == expected
+    # the differentiation service reads it from its own prefetch too
+    req = findings_request({"observations": searchset(observation("舌象", "舌淡")), "lactation": breastfeeding(True)},
+                           fixture_kb())  # fmt: skip
+    assert req is not None and req["patient"]["lactating"] is True
