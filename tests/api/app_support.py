@@ -219,16 +219,25 @@ def hook_request(
     return body
 
 
-def pregnancy(pregnant: bool) -> dict[str, Any]:
+def _status(oid: str, loinc: str, display: str, system: str, value: str) -> dict[str, Any]:
+    """A coded status Observation (pregnancy, breastfeeding) as an EMR sends it."""
     return {
         "resourceType": "Observation",
-        "id": "preg",
+        "id": oid,
         "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3", "display": "Pregnancy status"}]},
-        "valueCodeableConcept": {
-            "coding": [{"system": "http://snomed.info/sct", "code": "77386006" if pregnant else "60001007"}]
-        },
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
+        "valueCodeableConcept": {"coding": [{"system": system, "code": value}]},
     }
+
+
+def pregnancy(pregnant: bool) -> dict[str, Any]:
+    return _status(
+        "preg", "82810-3", "Pregnancy status", "http://snomed.info/sct", "77386006" if pregnant else "60001007"
+    )
+
+
+def breastfeeding(status: bool) -> dict[str, Any]:
+    return _status("bf", "63895-7", "Breastfeeding status", "http://loinc.org", "LA29252-6" if status else "LA29253-4")
 
 
 def observation(code_text: str, value: str | bool | None = None, oid: str | None = None) -> dict[str, Any]:
@@ -268,6 +277,7 @@ __all__ = [
     "SIGN",
     "Env",
     "audit_rows",
+    "breastfeeding",
     "build",
     "bundle",
     "close",

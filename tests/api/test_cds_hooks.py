@@ -25,6 +25,7 @@ from tests.api.app_support import (
     SIGN,
     Env,
     audit_rows,
+    breastfeeding,
     bundle,
     fixture_kb,
     hook_request,
@@ -647,18 +648,6 @@ def test_fhir_resources_are_validated_once_per_call(env: Env, monkeypatch: pytes
     r = call(env, SIGN, body)
     assert r.status_code == 200 and any(c["indicator"] == "critical" for c in r.json()["cards"])
     assert sorted(seen) == ["Bundle", "Patient"]  # draftOrders once (its entries with it), the prefetched Patient once
-
-
-def breastfeeding(status: bool) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": "bf",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "63895-7", "display": "Breastfeeding status"}]},
-        "valueCodeableConcept": {
-            "coding": [{"system": "http://loinc.org", "code": "LA29252-6" if status else "LA29253-4"}]
-        },
-    }
 
 
 def test_breastfeeding_status_reaches_the_review(env: Env) -> None:
