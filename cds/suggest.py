@@ -297,9 +297,13 @@ def _extra_herbs(
     offered: list[dict[str, Any]] = []
     withheld: list[dict[str, Any]] = []
     base_rx = _rx(items, patient)
+    age = patient.get("age_years") if isinstance(patient, dict) else None
+    child = child_dose_share(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
     for e in [e for e in pool if e["herb_id"] not in have][:HERB_CANDIDATES]:
         herb = base.herbs[e["herb_id"]]
         dose, dose_from = _herb_dose(herb, e.get("cases", {}).get("doses_g", []))
+        if dose is not None and child is not None:  # adult doses from the cases and ranges: the child's share
+            dose, dose_from = settle(dose * child[0], None)[0], f"{dose_from}, ×{child[2]} for a child"
         entry: dict[str, Any] = {"herb": herb.name}
         if dose is not None:
             entry["dose_g"] = dose

@@ -252,3 +252,15 @@ def test_herbs_dosed_in_fractions_of_a_gram_get_a_dose_inside_their_range(real_k
     for h in offered.values():
         lo, hi = h["dose_range_g"]
         assert 0 < lo <= h["dose_g"] <= hi, h
+
+
+def test_model_herbs_for_a_young_child_take_the_paediatric_share(
+    real_kb: kb.KnowledgeBase, herb_model: learned.HerbModel
+) -> None:
+    adult = suggest(NOTE, real_kb, models=learned.Models(herbs=herb_model))["suggestions"][0]
+    child = suggest({**NOTE, "patient": {"age_years": 2}}, real_kb, models=learned.Models(herbs=herb_model))
+    child = child["suggestions"][0]
+    grown = {h["herb"]: h["dose_g"] for h in adult["herb_suggestions"]}
+    small = {h["herb"]: h for h in child["herb_suggestions"] if h["herb"] in grown}
+    assert small and all(h["dose_g"] == pytest.approx(grown[n] / 2, abs=0.5) for n, h in small.items())
+    assert all("for a child" in h["dose_from"] for h in small.values())
