@@ -36,6 +36,7 @@ HERB_SUGGESTIONS = 5  # model- and case-based herbs offered beside each prescrip
 HERB_CANDIDATES = 12  # at most this many are safety-checked per prescription
 
 
+PRESCHOOL_SHARE = 2 / 3  # the share the 儿科 syndromes' modifications are written for (kb/data/diseases/erke.yaml)
 DERIVED_NOTE = (
     "出处只给原方用量，汤剂剂量系本库按原方比例折算入药典用量范围（dose_derived），请酌定 / the source gives "
     "only the original amounts: the decoction doses marked dose_derived were scaled from the original "
@@ -155,7 +156,8 @@ def _child_doses(
     base: kbmod.KnowledgeBase, sy: m.Syndrome, items: list[dict[str, Any]], patient: dict[str, Any] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A child under 7 gets the share of the adult dose 中医儿科学 gives for the age (cds.review.CHILD_DOSE_SHARE):
-    the formula's herbs, and the modifications except those of a 儿科 syndrome, which are written for children."""
+    the formula's herbs and the modifications. Those of a 儿科 syndrome are written for a child of 3 to 7 (2/3 of
+    the adult dose): they change only for a younger child, by its share over 2/3."""
     age = patient.get("age_years") if isinstance(patient, dict) else None
     child = child_dose_share(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
     if child is None:
@@ -164,9 +166,10 @@ def _child_doses(
     paediatric = base.diseases[sy.disease_id].discipline == "儿科"
     items, changed = list(items), []
     for n, it in enumerate(items):
-        if it["dose_g"] is None or (it["origin"] == "modification" and paediatric):
+        factor = share / PRESCHOOL_SHARE if it["origin"] == "modification" and paediatric else share
+        if it["dose_g"] is None or factor >= 1:
             continue
-        d, _ = settle(it["dose_g"] * share, None)
+        d, _ = settle(it["dose_g"] * factor, None)
         changed.append({"herb": it["herb"], "from_g": it["dose_g"], "to_g": d})
         items[n] = {**it, "dose_g": d}
     if not changed:

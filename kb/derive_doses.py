@@ -85,13 +85,9 @@ class Derived:
 
 
 def _round(d: float) -> float:
-    if d >= 3:
-        return float(round(d))
-    if d >= 1:
-        return round(d * 2) / 2
-    if d >= 0.1:
-        return round(d, 1)
-    return round(d, 2)
+    """To the step a physician writes (1 g from 3 g, 0.5 g from 1 g, then 0.1 and 0.01 g), halves rounded up."""
+    step = 1.0 if d >= 3 else 0.5 if d >= 1 else 0.1 if d >= 0.1 else 0.01
+    return round(math.floor(d / step + 0.5 + 1e-9) * step, 2)
 
 
 def settle(dose: float, rng: tuple[float, float] | None) -> tuple[float, bool]:

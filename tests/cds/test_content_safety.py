@@ -182,3 +182,19 @@ def test_an_impairment_flag_that_is_not_a_boolean_is_refused() -> None:
     with pytest.raises(InputError) as exc:
         parse({"patient": {"renal_impairment": "yes"}, "items": [{"herb": "甘草", "dose": "6g"}]})
     assert "patient.renal_impairment" in str(exc.value)
+
+
+def test_a_paediatric_syndromes_modifications_shrink_only_for_a_child_under_3(real_kb: KnowledgeBase) -> None:
+    from cds.suggest import suggest
+
+    text = "发热，恶寒，无汗，鼻塞，流清涕，咳嗽，舌淡红苔薄白，指纹浮红"
+
+    def shares(age: float) -> set[float]:
+        """The share each changed dose got, to the nearest of 1/2, 2/3 and 3/4 (doses are rounded after scaling)."""
+        s = suggest({"text": text, "patient": {"age_years": age}}, real_kb)["suggestions"][0]
+        assert real_kb.diseases[real_kb.syndromes[s["syndrome_id"]].disease_id].discipline == "儿科"
+        (a,) = [a for a in s["adaptations"] if a["action"] == "child_dose"]
+        return {min((0.5, 2 / 3, 0.75), key=lambda x: abs(x - d["to_g"] / d["from_g"])) for d in a["doses"]}
+
+    assert shares(1.5) == {0.5, 0.75}  # the formula's adult doses halved; the modifications (written for 3-7) x 3/4
+    assert shares(5) == {2 / 3}  # 2/3 of the formula's doses; the modifications as written
