@@ -192,7 +192,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             if row["kind"] == "herb":
                 dose = row["dose_g"]
                 bits = [f"{dose['min']:g}–{dose['max']:g} g" if dose else None, row["toxicity"], row["pregnancy"],
-                        row["preparation"]]  # fmt: skip
+                        row["preparation"], *row.get("populations", [])]  # fmt: skip
                 extra = "  " + ", ".join(str(b) for b in bits if b)
             print(f"{name}\t{row['kind']} {row['id']} {row['name']}{form}{extra}")
         else:

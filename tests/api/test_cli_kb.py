@@ -88,3 +88,10 @@ def test_export_import_round_trip_cli(tcm, tmp_path: Path) -> None:
 def test_graph_command(tcm) -> None:
     r = tcm("kb", "graph", "formulas-of-herb", "芍药")
     assert r.code == 0 and json.loads(r.out) == ["桂枝汤"]
+
+
+def test_lookup_shows_the_groups_a_herb_is_restricted_for(tcm) -> None:  # type: ignore[no-untyped-def]
+    (row,) = tcm("kb", "lookup", "炒麦芽", "--json", kb_dir=None).json_lines()
+    assert row["populations"] == ["哺乳期不宜"]  # the form inherits its herb's restriction
+    out = tcm("kb", "lookup", "朱砂", kb_dir=None).out
+    assert "肝功能不全禁用" in out and "肾功能不全禁用" in out
