@@ -187,6 +187,9 @@ class KnowledgeBase:
             for x in entries:
                 if x.deprecated:
                     check(kind, x, x, "replaced_by", table)
+        for sub in c.substitutes:
+            if sub.deprecated:
+                check("substitution", sub, sub, "replaced_by", self.substitutions)
         for old, into in self.merged_symptoms.items():
             if old in self.symptoms:
                 self._problem(self._symptom_entry(into), "replaces", f"{old!r} is still a symptom of its own")
@@ -368,6 +371,8 @@ class KnowledgeBase:
         have = {i.herb_id for i in f.composition}
         out: dict[str, list[m.Substitution]] = {}
         for sub in self.substitutions.values():
+            if self.deprecated and self.deprecation("substitution", sub.id) is not None:
+                continue  # withdrawn by a curator
             if sub.original_id in have and sub.substitute_id not in have and formula_id not in sub.except_formula_ids:
                 out.setdefault(sub.original_id, []).append(sub)
         return {k: tuple(v) for k, v in out.items()}

@@ -2,7 +2,7 @@
 
 A release of the knowledge base is a set of content files (``herbs/jiebiao.yaml`` …, as in ``kb/data``). A
 ``Tree`` holds one such set and addresses every entry as an entity ``(kind, id)``: herbs, their processed forms,
-formulas, diseases, their syndromes, symptoms, rules and sources. Edits change entries in place; the files they
+formulas, diseases, their syndromes, symptoms, rules, sources and substitutions. Edits change entries in place; the files they
 touch are written out again, the others stay byte for byte as they were. No validation happens here: the result
 is checked by building a knowledge base from it (``kb.curation``).
 """
@@ -43,6 +43,7 @@ KINDS: dict[str, Kind] = {
     "symptom": Kind("symptom", s.Symptom, "symptoms", "症状", children=None),
     "rule": Kind("rule", s.Rule, "rules", "配伍规则", parent="ruleset", container="rules"),
     "source": Kind("source", s.Source, "sources.yaml", "文献来源"),
+    "substitution": Kind("substitution", s.Substitution, "substitutes", "代用品"),
 }
 NEW_ENTRIES_FILE = "curated.yaml"  # herbs/curated.yaml … : where created top-level entries go
 
@@ -293,6 +294,10 @@ def _entries_of(fkind: str, obj: Any) -> Iterator[tuple[str, str, str | None, di
         for src in obj.get("sources") or []:
             if isinstance(src, dict) and isinstance(src.get("id"), str):
                 yield "source", src["id"], None, src
+    elif fkind == "substitutes" and isinstance(obj, list):
+        for e in obj:
+            if isinstance(e, dict) and isinstance(e.get("id"), str):
+                yield "substitution", e["id"], None, e
 
 
 def _own(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +307,7 @@ def _own(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
 
 def _find(obj: Any, kind: str, ident: str, fkind: str) -> tuple[list[Any], int] | None:
     lists: list[list[Any]] = []
-    if kind in ("herb", "formula", "disease", "symptom"):
+    if kind in ("herb", "formula", "disease", "symptom", "substitution"):
         lists = [obj]
     elif kind in ("form", "syndrome"):
         container = KINDS[kind].container

@@ -159,7 +159,7 @@ class Edit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     op: Literal["create", "update", "deprecate", "add_relation", "remove_relation"]
-    kind: Literal["herb", "form", "formula", "disease", "syndrome", "symptom", "rule", "source"]
+    kind: Literal["herb", "form", "formula", "disease", "syndrome", "symptom", "rule", "source", "substitution"]
     id: str = Field(pattern=_ID, min_length=2, max_length=80)
     parent: str | None = None
     base_etag: str | None = Field(None, max_length=64)

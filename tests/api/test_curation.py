@@ -337,3 +337,38 @@ def test_a_changed_builtin_knowledge_base_is_reported(cur: Env, kb_copy: Any) ->
     (kb_copy / "release.yaml").write_text("name: '2099.01.01'\n", encoding="utf-8")
     other = Curation(c.engine, seed_dir=kb_copy)  # the engine upgraded, with new built-in content
     assert "differs from the one curation started from" in (other.seed_differs() or "")
+
+
+def test_a_curator_records_a_substitution_and_withdraws_it(cur: Env) -> None:
+    new = {"original": "人参", "substitute": "党参", "scope": "测试", "source": {"ref": "zhongyaoxue", "loc": "党参"}}
+    bad = {**new, "except_formulas": ["麻黄汤"]}  # 麻黄汤 has no 人参: refused, naming the field
+    r = cur.client.put("/v1/curation/entities/substitution/dangshen-for-renshen",
+                       json={"title": "代用", "reason": "r", "source": SOURCE, "data": bad},
+                       headers={**cur.auth("curator"), "If-None-Match": "*"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert any("except_formulas[0]" in p and "does not contain 人参" in p for p in r.json()["validation"]["problems"])
+    r = cur.client.put("/v1/curation/entities/substitution/dangshen-for-renshen2",
+                       json={"title": "代用", "reason": "r", "source": SOURCE, "data": new},
+                       headers={**cur.auth("curator"), "If-None-Match": "*"})  # fmt: skip
+    assert r.status_code == 201 and r.json()["validation"]["ok"], r.text
+    cur.client.post(f"/v1/curation/change-requests/{r.json()['id']}/review", json={"decision": "approve"},
+                    headers=cur.auth("reviewer"))  # fmt: skip
+    rel = cur.client.post("/v1/curation/releases", headers=cur.auth("reviewer")).json()
+    assert {(d["id"], d["change"]) for d in rel["diff"]} == {("dangshen-for-renshen2", "created")}
+    got, etag = entity(cur, "substitution", "dangshen-for-renshen2")
+    assert got["data"]["substitute"] == "党参"
+    withdraw = {"title": "撤回", "reason": "r", "source": SOURCE, "edits": [
+        {"op": "deprecate", "kind": "substitution", "id": "dangshen-for-renshen2", "base_etag": etag.strip('"'),
+         "data": {"reason": "测试"}}]}  # fmt: skip
+    r2 = cur.client.post("/v1/curation/change-requests", json=withdraw, headers=cur.auth("curator")).json()
+    assert r2["validation"]["ok"], r2["validation"]
+
+    def ginseng_substitutes() -> list[dict[str, str]]:
+        f = cur.client.get("/v1/formulas/sijunzi-tang", headers=cur.auth("emr")).json()
+        return next(c["substitutes"] for c in f["composition"] if c["herb"] == "人参")  # type: ignore[no-any-return]
+
+    assert ginseng_substitutes() == [{"herb": "党参", "substitution": "dangshen-for-renshen2"}]
+    cur.client.post(f"/v1/curation/change-requests/{r2['id']}/review", json={"decision": "approve"},
+                    headers=cur.auth("reviewer"))  # fmt: skip
+    cur.client.post("/v1/curation/releases", headers=cur.auth("reviewer"))
+    assert ginseng_substitutes() == []  # withdrawn: kept in the content, no longer applied

@@ -16,7 +16,7 @@ const state = {
 // ---- labels -------------------------------------------------------------------------------------------
 const KIND_FALLBACK = {
   herb: "中药", form: "炮制品", formula: "方剂", disease: "疾病", syndrome: "证候",
-  symptom: "症状", rule: "安全规则", source: "文献来源", principle: "治法", ruleset: "规则集",
+  symptom: "症状", rule: "安全规则", source: "文献来源", principle: "治法", ruleset: "规则集", substitution: "代用品",
 };
 const KIND_COLOURS = {
   herb: "#2f855a", form: "#84cc16", formula: "#2563eb", disease: "#dc2626", syndrome: "#ea580c",
