@@ -149,7 +149,9 @@ SAFETY_PATIENTS: dict[str, dict[str, Any]] = {
     "breastfeeding": {"pregnant": False, "lactating": True, "sex": "female", "age_years": 30},
     "child of 4": {"sex": "male", "age_years": 4},
     "elderly": {"sex": "male", "age_years": 75},
-}
+    "liver and kidney impairment": {"sex": "male", "age_years": 60, "hepatic_impairment": True,
+                                    "renal_impairment": True},
+}  # fmt: skip
 
 
 def safety(base: kbmod.KnowledgeBase, rows: list[dict[str, Any]], models: Any = None) -> dict[str, Any]:
