@@ -425,3 +425,19 @@ def test_a_broken_models_dir_leaves_the_knowledge_base_answering(make_env, tmp_p
     assert e.client.get("/v1/version").json()["models"] == []
     r = e.client.post("/v1/suggest", json=FINDINGS, headers=e.auth("emr"))
     assert r.status_code == 200 and r.json()["models_used"] == []
+
+
+def test_check_reads_the_patients_groups(make_env, real_kb) -> None:  # type: ignore[no-untyped-def]
+    e = make_env(knowledge=real_kb)
+    rx = {
+        "patient": {"age_years": 60, "sex": "male", "renal_impairment": True},
+        "items": [{"herb": "朱砂", "dose": "0.3g"}],
+    }
+    r = e.client.post("/v1/check", json=rx, headers=e.auth("emr"))
+    assert r.status_code == 200, r.text
+    assert [
+        (f["severity"], f["message"].split(" / ")[0]) for f in r.json()["findings"] if f["kind"] == "population"
+    ] == [("critical", "朱砂：肾功能不全禁用")]
+    bad = {**rx, "patient": {"renal_impairment": "yes"}}
+    r = e.client.post("/v1/check", json=bad, headers=e.auth("emr"))
+    assert r.status_code == 422 and "renal_impairment" in r.text
