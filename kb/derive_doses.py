@@ -17,7 +17,8 @@ marked ``derived: true`` so that every reader knows the grams are the project's 
 Only formulas the source gives as a decoction (水煎服, 亦可作汤剂) are derived; a pill or powder taken as such
 (十枣汤 为末 每服0.5~1g) keeps its amounts and its usage, and so does a formula whose proportion cannot sit inside
 the ranges (most doses on a bound: 左金丸's 6:1) or that has one weighed herb (独参汤). Counts (3片, 12枚) stay
-counts; an ingredient named in the method of preparation (``用法所加``) and one already in grams keep what they have. ``python -m kb.derive_doses`` lists what it would write; ``--write`` writes it.
+counts; an ingredient named in the method of preparation (``用法所加``) and one already in grams keep what they
+have. ``python -m kb.derive_doses`` lists what it would write; ``--write`` writes it.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from pathlib import Path
 
 import kb as kbmod
 from kb import model as m
+from kb.base import default_data_dir
+from kb.loader import origin_map
 
-NUMERALS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+NUMERALS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 UNIT_QIAN = {"斤": 160.0, "两": 10.0, "钱": 1.0, "分": 0.1}  # in 钱
 USAGE_MARK = "用法所加"
 EQUAL = "等分"
@@ -185,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = kbmod.load(args.kb, cache=False)
     origin = {f.id: f for f in base.content.formulas}
-    from kb.loader import origin_map
-
     where = origin_map(base.content)
     written = skipped = 0
     for f in base.formulas.values():
@@ -201,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.write:
             rel = where[id(origin[f.id])].split(" entry #")[0]
-            path = (args.kb or kbmod.base.default_data_dir()) / rel
-            written += _write(path if path.is_file() else Path(rel), f.name, derived)
+            path = (args.kb or default_data_dir()) / rel
+            try:
+                written += _write(path if path.is_file() else Path(rel), f.name, derived)
+            except ValueError as exc:  # each file is replaced whole or not at all; what was written stays valid
+                print(f"error: {exc}; {written} doses written before it", file=sys.stderr)
+                return 1
     print(f"{written} doses written; {skipped} formulas skipped (* = moved to a bound of the range)", file=sys.stderr)
     return 0
 
