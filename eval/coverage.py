@@ -29,7 +29,7 @@ import yaml
 
 from kb.base import KnowledgeBase
 from kb.errors import InputError
-from kb.model import Ingredient
+from kb.model import Ingredient, named_in_usage
 
 _CROSSCHECK = Path(__file__).resolve().parent / "crosscheck"
 
@@ -442,9 +442,8 @@ def _composition(text: str) -> tuple[list[str], int | None] | None:
 
 
 # An ingredient the source names only in its method of preparation (姜枣 added in the 煎服法, honey to make the pills,
-# the wine the decoction is boiled in): our entries list it with this mark in its note. Lists that leave such
-# ingredients out (or name only some of them) are the same prescription: see ``_formulas``.
-USAGE_MARK = "用法所加"
+# the wine the decoction is boiled in): our entries list it with kb.model.USAGE_MARK in its note. Lists that leave
+# such ingredients out (or name only some of them) are the same prescription: see ``_formulas``.
 
 
 def formula_verdicts(path: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -457,7 +456,7 @@ def formula_verdicts(path: Path | None = None) -> dict[str, dict[str, Any]]:
 
 def _same_herbs(theirs: set[str], comp: tuple[Ingredient, ...], listed: tuple[int | None, int]) -> str | None:
     """Whether a list agrees with one composition of ours: ``"exact"``; ``"usage"`` when it differs only in what
-    ours marks as named in the method of preparation (``USAGE_MARK``); ``"truncated"`` when it cuts its list short
+    ours marks as named in the method of preparation (``kb.model.USAGE_MARK``); ``"truncated"`` when it cuts its list short
     with a declared count ("等25味") and every herb it names is ours and ours has that many; else None."""
     ours = {i.herb_id for i in comp}
     declared, n_listed = listed
@@ -465,7 +464,7 @@ def _same_herbs(theirs: set[str], comp: tuple[Ingredient, ...], listed: tuple[in
         return "truncated" if theirs <= ours and len(comp) == declared else None
     if theirs == ours:
         return "exact"
-    core = ours - {i.herb_id for i in comp if i.note and USAGE_MARK in i.note}
+    core = ours - {i.herb_id for i in comp if named_in_usage(i.note)}
     return "usage" if core <= theirs <= ours else None
 
 
@@ -495,7 +494,7 @@ def _formulas(
     Their list is read through our resolver (names, aliases, forms: 炙甘草 and 甘草 are one herb); a component that
     is itself a formula of ours (碧玉散 in 蒿芩清胆汤, 五苓散 in 茵陈五苓散) stands for that formula's herbs; a generic
     name (贝母) matches the species of ours that carries it. The sets *agree* when they are equal, or when they
-    differ only in ingredients our entry marks as named in the method of preparation (``USAGE_MARK``): those rows
+    differ only in ingredients our entry marks as named in the method of preparation (``kb.model.USAGE_MARK``): those rows
     are counted and listed apart (``agree_usage``). Every other difference is a disagreement, listed with the
     reviewed verdict of eval/crosscheck/formulae.yaml, or ``unexplained``.
     """

@@ -702,8 +702,7 @@ def _formula_counts(formulas: list[m.Formula]) -> dict[str, Any]:
     def has(f: m.Formula, field: str) -> bool:
         if field == "doses":
             return all(
-                i.dose_g is not None or m.modern_amount(i.amount) or (i.note and "用法所加" in i.note)
-                for i in f.composition
+                i.dose_g is not None or m.modern_amount(i.amount) or m.named_in_usage(i.note) for i in f.composition
             )
         if field == "roles":
             return all(i.role for i in f.composition)

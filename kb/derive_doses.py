@@ -37,7 +37,6 @@ from kb.loader import origin_map
 
 NUMERALS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 UNIT_QIAN = {"斤": 160.0, "两": 10.0, "钱": 1.0, "分": 0.1}  # in 钱
-USAGE_MARK = "用法所加"
 EQUAL = "等分"
 
 
@@ -124,7 +123,7 @@ def decocted(formula: m.Formula) -> bool:
 def derive(base: kbmod.KnowledgeBase, formula: m.Formula) -> tuple[list[Derived], str | None]:
     """The derived doses of a formula's ingredients that have an original weight and no grams; ``(derived, None)``
     or ``([], why not)``."""
-    todo = [i for i in formula.composition if i.dose_g is None and i.amount and not (i.note and USAGE_MARK in i.note)]
+    todo = [i for i in formula.composition if i.dose_g is None and i.amount and not m.named_in_usage(i.note)]
     # 分 is a tenth of a 钱 where the formula writes 钱 (金元 and later), a quarter of a 两 where it writes only
     # 两 and 分 (宋 and earlier: 防风通圣散 荆芥 一分 beside 防风 半两)
     quarter = not any("钱" in (i.amount or "") for i in formula.composition)
@@ -154,7 +153,7 @@ def derive(base: kbmod.KnowledgeBase, formula: m.Formula) -> tuple[list[Derived]
         out.append(Derived(i.written, i.amount or "", d, rng, clamped))
     done = {d.herb for d in out}
     if left := [i.written for i in formula.composition if i.dose_g is None and i.written not in done
-                and not m.modern_amount(i.amount) and not (i.note and USAGE_MARK in i.note)]:  # fmt: skip
+                and not m.modern_amount(i.amount) and not m.named_in_usage(i.note)]:  # fmt: skip
         return [], f"{'、'.join(left)} would stay without grams (an amount that is neither a weight nor a count)"
     if not mixed and 2 * sum(d.clamped for d in out) > len(out):
         return [], "the proportion does not fit the Pharmacopoeia ranges (most doses would sit on a bound)"

@@ -180,6 +180,15 @@ _MODERN_AMOUNT = re.compile(
 )
 
 
+# An ingredient the source names only in its method of preparation (姜枣 added to the decoction, honey for pills)
+# carries this in its note (kb/data/FORMAT.md): it needs no dose of its own, and a list may name it or leave it out.
+USAGE_MARK = "用法所加"
+
+
+def named_in_usage(note: str | None) -> bool:
+    return bool(note) and USAGE_MARK in (note or "")
+
+
 def modern_amount(amount: str | None) -> bool:
     """Whether an ingredient's written amount is one a physician uses today (see ``_MODERN_AMOUNT``)."""
     return bool(amount) and _MODERN_AMOUNT.match(amount or "") is not None
