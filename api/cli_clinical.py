@@ -76,6 +76,11 @@ def _print_human(ans: dict[str, Any]) -> None:
         print(f"  {s['formula']['name']}: {herbs}")
         if s["formula"].get("usage") and any(p["dose_g"] is None and p["dose"] for p in s["prescription"]):
             print(f"    用法 usage: {s['formula']['usage']}")  # original amounts (等分, 一两): the usage gives the dose
+        for a in s.get("adaptations", []):  # why the doses differ from the formula's: the whole formula rescaled
+            if a["action"] in ("scaled", "child_dose"):
+                print(f"    {a['reason'].split('/ ')[0].rstrip()}")
+        if any(p.get("dose_derived") for p in s["prescription"]):
+            print("    剂量按原方比例折算（本库计算），请酌定")
         extra = " ".join(f"{h['herb']}{h['dose']}" for h in s.get("herb_suggestions", []))
         if extra:
             print(f"    + consider: {extra}")
