@@ -422,7 +422,11 @@ def _differentiation(
             )
             continue
         formula = s["formula"]["name"]
-        herbs = "、".join(f"{p['herb']}{p.get('dose') or ''}" for p in s.get("prescription", []))
+        herbs = "、".join(
+            f"{p['herb']}{p.get('dose') or ''}"
+            + (f"（可以{'、'.join(p['substitutes'])}代）" if p.get("substitutes") else "")
+            for p in s.get("prescription", [])
+        )
         review_summary = (s.get("review") or {}).get("summary") or {}
         indicator = "warning" if review_summary.get("critical") or review_summary.get("warning") else "info"
         detail = [
@@ -432,8 +436,10 @@ def _differentiation(
             "",
             str(s.get("why", "")),
         ]
-        for a in s.get("adaptations", []):
-            detail.append(f"- 调整 / adapted: {a.get('herb')} {a.get('action')} — {a.get('reason')}")
+        for a in s.get("adaptations", []):  # one herb changed, or the whole formula rescaled (no herb)
+            what = f"{a['herb']} {a.get('action')}" if a.get("herb") else str(a.get("action"))
+            detail.append(f"- 调整 / adapted: {what} — {a.get('reason')}")
+        detail += [f"- {n}" for n in s.get("notes", [])]
         for mod in s.get("modifications", []):
             detail.append(
                 f"- 加减 / modification: +{'、'.join(mod.get('added', []))} −{'、'.join(mod.get('removed', []))}"

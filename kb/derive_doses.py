@@ -11,7 +11,7 @@ marked ``derived: true`` so that every reader knows the grams are the project's 
     scale     one factor s (grams per 钱) for the whole formula: the one that brings the doses, on average, to the
               middle of their herbs' Pharmacopoeia ranges (least squares on log s·w against the log of each range's
               geometric middle); a formula with some doses already in grams reads the rest at 一钱 = 3 g
-    rounding  ≥ 3 g to whole grams, ≥ 1 g to 0.5 g, below to 0.1 g (0.01 g below 0.1); then any dose still
+    rounding  ≥ 10 g to whole grams, ≥ 1 g to 0.5 g, below to 0.1 g (0.01 g below 0.1); then any dose still
               outside its herb's range is moved to the nearest bound, so that no derived dose is out of range
 
 Only formulas the source gives as a decoction (水煎服, 亦可作汤剂) are derived; a pill or powder taken as such
@@ -87,8 +87,8 @@ class Derived:
 
 
 def _round(d: float) -> float:
-    """To the step a physician writes (1 g from 3 g, 0.5 g from 1 g, then 0.1 and 0.01 g), halves rounded up."""
-    step = 1.0 if d >= 3 else 0.5 if d >= 1 else 0.1 if d >= 0.1 else 0.01
+    """To the step a physician writes (1 g from 10 g, 0.5 g from 1 g, then 0.1 and 0.01 g), halves rounded up."""
+    step = 1.0 if d >= 10 else 0.5 if d >= 1 else 0.1 if d >= 0.1 else 0.01
     return round(math.floor(d / step + 0.5 + 1e-9) * step, 2)
 
 

@@ -666,3 +666,22 @@ def test_breastfeeding_status_reaches_the_review(env: Env) -> None:
     req = findings_request({"observations": searchset(observation("舌象", "舌淡")), "lactation": breastfeeding(True)},
                            fixture_kb())  # fmt: skip
     assert req is not None and req["patient"]["lactating"] is True
+
+
+def test_the_formula_card_says_how_the_doses_were_adapted(make_env: Any, kb_copy: Path) -> None:
+    import datetime as dt
+
+    (kb_copy / "substitutes").mkdir()
+    (kb_copy / "substitutes" / "s.yaml").write_text(
+        "- {id: dangshen-for-renshen, original: 人参, substitute: 党参, scope: s, source: {ref: zhongyaoxue}}\n",
+        encoding="utf-8",
+    )
+    e = make_env(knowledge=kb.load(kb_copy, cache=False))
+    obs = searchset(observation("症状", "恶寒，乏力"), observation("舌象", "舌淡"))
+    pre = _diff_prefetch(observations=obs)
+    pre["patient"]["birthDate"] = (dt.date.today() - dt.timedelta(days=2 * 365 + 30)).isoformat()  # two years old
+    r = call(e, DIFF, {**hook_request("patient-view"), **SPEC_FHIR, "prefetch": pre})
+    assert r.status_code == 200, r.text
+    (card,) = [c for c in r.json()["cards"] if c["source"]["topic"].get("display") == "四君子汤"]
+    assert "人参4.5g（可以党参代）" in card["detail"]  # 9 g for an adult, half for a child of two
+    assert "调整 / adapted: child_dose — 幼儿用成人量的1/2" in card["detail"] and "None" not in card["detail"]

@@ -32,6 +32,7 @@ def test_the_factor_brings_the_doses_to_the_middle_of_their_ranges_on_average() 
     assert dd.proportion_factor([10, 5], [(4, 16), (2, 8)]) == pytest.approx(0.8)  # 8 and 4 g: both middles
     assert dd.proportion_factor([10, 5], [(4, 16), (1, 4)]) == pytest.approx(0.4 * 2**0.5)  # between 0.8 and 0.4
     assert dd.settle(13.4, (3, 10)) == (10, True) and dd.settle(2.26, (1, 3)) == (2.5, False)
+    assert dd.settle(4.5, None) == (4.5, False) and dd.settle(10.5, None) == (11, False)  # halves round up
 
 
 FORMULA = """- id: shi-san
@@ -57,13 +58,13 @@ def test_a_decoction_gets_grams_in_proportion_inside_the_ranges_marked_derived(k
     base = kb.load(root, cache=False)
     assert base.stats()["formula_records"]["missing"]["doses"] == 1  # 一两 is not a modern dose
     derived, why = dd.derive(base, base.formulas["shi-san"])
-    assert why is None and [(d.herb, d.dose_g) for d in derived] == [("黄芪", 17), ("白术", 9), ("炙甘草", 4)]
+    assert why is None and [(d.herb, d.dose_g) for d in derived] == [("黄芪", 17), ("白术", 8.5), ("炙甘草", 4.5)]
     assert all(d.range_g and d.range_g[0] <= d.dose_g <= d.range_g[1] for d in derived)
     assert dd.main(["--kb", str(root), "--write"]) == 0
     base = kb.load(root, cache=False)
     comp = base.formulas["shi-san"].composition
     assert [(i.written, i.dose_g, i.amount, i.dose_derived) for i in comp] == [
-        ("黄芪", 17, "二两", True), ("白术", 9, "一两", True), ("炙甘草", 4, "半两", True), ("生姜", None, "3片", False)
+        ("黄芪", 17, "二两", True), ("白术", 8.5, "一两", True), ("炙甘草", 4.5, "半两", True), ("生姜", None, "3片", False)
     ]  # fmt: skip
     stats = base.stats()["formula_records"]
     assert stats["missing"]["doses"] == 0 and stats["doses_derived"] == 1
