@@ -46,6 +46,7 @@ from api.fhir_io import (
 )
 from api.fhir_io import draft_diagnosis as make_draft_diagnosis
 from api.fhir_io import draft_order as make_draft_order
+from cds.fhir import impairments_of
 from kb.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ EXTENSION_KEY = "org.tcm-cds.action"
 PATIENT = "Patient/{{context.patientId}}"
 PREGNANCY = "Observation?patient={{context.patientId}}&code=http://loinc.org|82810-3&_sort=-date&_count=1"
 LACTATION = "Observation?patient={{context.patientId}}&code=http://loinc.org|63895-7&_sort=-date&_count=1"
+CONDITIONS = "Condition?patient={{context.patientId}}&clinical-status=active"
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ SERVICES: dict[str, Service] = {
             "order-select",
             "TCM herbal prescription safety (order-select)",
             _SAFETY_TEXT,
-            {"patient": PATIENT, "pregnancy": PREGNANCY, "lactation": LACTATION},
+            {"patient": PATIENT, "pregnancy": PREGNANCY, "lactation": LACTATION, "conditions": CONDITIONS},
             context_required=("patientId", "selections", "draftOrders"),
         ),
         Service(
@@ -103,7 +105,7 @@ SERVICES: dict[str, Service] = {
             "order-sign",
             "TCM herbal prescription safety (order-sign)",
             _SAFETY_TEXT,
-            {"patient": PATIENT, "pregnancy": PREGNANCY, "lactation": LACTATION},
+            {"patient": PATIENT, "pregnancy": PREGNANCY, "lactation": LACTATION, "conditions": CONDITIONS},
             context_required=("patientId", "draftOrders"),
         ),
         Service(
@@ -275,9 +277,10 @@ def _safety(
         raise InputError("draftOrders must be a FHIR Bundle", "context.draftOrders")
     validate(draft, "context.draftOrders")
     extra: list[tuple[dict[str, Any], str]] = []
-    for key in ("patient", "pregnancy", "lactation"):
+    for key in ("patient", "pregnancy", "lactation", "conditions"):
         for n, res in enumerate(resources(prefetch.get(key))):
-            if res.get("resourceType") == "Patient" or is_pregnancy_status(res) or is_breastfeeding_status(res):
+            if (res.get("resourceType") == "Patient" or is_pregnancy_status(res) or is_breastfeeding_status(res)
+                    or (res.get("resourceType") == "Condition" and impairments_of(res))):  # fmt: skip
                 extra.append(
                     (
                         res,

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cds.fhir import impairments_of
 from kb.errors import InputError
 
 ICD_PREFIX = "http://id.who.int/icd"  # ICD-11 MMS code systems (release/11/mms and older spellings)
@@ -436,6 +437,7 @@ def findings_request(prefetch: dict[str, Any], kb: Any, today: dt.date | None = 
     for cond in resources(prefetch.get("conditions")):
         if cond.get("resourceType") != "Condition":
             continue
+        patient.update(impairments_of(cond))
         clinical = _codes(cond.get("clinicalStatus"))
         verification = _codes(cond.get("verificationStatus"))
         if clinical & {"inactive", "resolved", "remission"} or verification & {"refuted", "entered-in-error"}:

@@ -3,7 +3,8 @@ strength in g) and ``Bundle``s of them, validated with ``fhir.resources`` (R4B m
 
 A Bundle becomes one prescription holding the herbs of all its MedicationRequests, so that incompatibilities
 across orders of one patient are found; a pregnancy-status Observation (LOINC 82810-3), a breastfeeding-status
-Observation (LOINC 63895-7) and a Patient resource in the Bundle fill in the patient.
+Observation (LOINC 63895-7), an active Condition of hepatic or renal failure (``impairments_of``) and a Patient
+resource in the Bundle fill in the patient.
 
 Each resource is validated once: a Bundle with its entries in one pass, a lone MedicationRequest or Medication
 on its own. The reading then walks the validated JSON (the models guarantee its shape), which costs a fraction
@@ -22,6 +23,31 @@ from kb.errors import InputError
 PREGNANCY_LOINC = "82810-3"
 PREGNANT_CODES = {"77386006": True, "60001007": False, "261665006": None}  # SNOMED: pregnant, not pregnant, unknown
 BREASTFEEDING_LOINC = "63895-7"  # Breastfeeding status
+# An active Condition that says the liver or the kidneys are failing: ICD-10 chapter prefixes, SNOMED CT concepts,
+# or the Chinese diagnosis text an EMR writes
+IMPAIRMENT = {
+    "hepatic_impairment": (("K72",), {"59927004"}, ("肝功能不全", "肝衰竭", "肝功能衰竭")),
+    "renal_impairment": (("N17", "N18", "N19"), {"709044004", "42399005"},
+                         ("肾功能不全", "肾衰竭", "肾功能衰竭", "慢性肾脏病", "尿毒症")),
+}  # fmt: skip
+
+
+def impairments_of(condition: dict[str, Any]) -> dict[str, bool]:
+    """The patient flags (``hepatic_impairment``, ``renal_impairment``) an active FHIR Condition sets."""
+    status = {c.get("code") for f in ("clinicalStatus", "verificationStatus")
+              for c in (condition.get(f) or {}).get("coding", [])}  # fmt: skip
+    if status & {"inactive", "resolved", "remission", "refuted", "entered-in-error"}:
+        return {}
+    code = condition.get("code") or {}
+    codes = [str(c.get("code") or "") for c in code.get("coding", [])]
+    texts = [str(code.get("text") or ""), *(str(c.get("display") or "") for c in code.get("coding", []))]
+    return {
+        flag: True
+        for flag, (icd10, snomed, words) in IMPAIRMENT.items()
+        if any(c.upper().startswith(icd10) or c in snomed for c in codes) or any(w in t for w in words for t in texts)
+    }
+
+
 BREASTFEEDING_CODES = {"LA29252-6": True, "LA29253-4": False}  # LOINC answers: currently / not currently breastfeeding
 
 
@@ -137,6 +163,12 @@ def prescription_from_fhir(raw: dict[str, Any], *, validated: bool = False) -> P
         elif rt == "Patient":
             sex = {"female": "female", "male": "male"}.get(r.get("gender", ""))
             patient = replace(patient, sex=sex)
+        elif rt == "Condition" and (flags := impairments_of(r)):
+            patient = replace(
+                patient,
+                hepatic_impairment=flags.get("hepatic_impairment", patient.hepatic_impairment),
+                renal_impairment=flags.get("renal_impairment", patient.renal_impairment),
+            )
     if not items:
         raise InputError("no herbal ingredients found in the FHIR input", kind or "resource")
     if kind == "Bundle" and not requests:

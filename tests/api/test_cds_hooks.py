@@ -685,3 +685,37 @@ def test_the_formula_card_says_how_the_doses_were_adapted(make_env: Any, kb_copy
     (card,) = [c for c in r.json()["cards"] if c["source"]["topic"].get("display") == "四君子汤"]
     assert "人参4.5g（可以党参代）" in card["detail"]  # 9 g for an adult, half for a child of two
     assert "调整 / adapted: child_dose — 幼儿用成人量的1/2" in card["detail"] and "None" not in card["detail"]
+
+
+def _condition(code: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p-1"}, "code": code, **extra}
+
+
+def test_an_active_condition_of_organ_failure_reaches_the_review(env: Env) -> None:
+    from cds.fhir import impairments_of, prescription_from_fhir
+    from cds.review import review
+
+    ckd = _condition({"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "N18.4"}], "text": "CKD 4"})
+    assert impairments_of(ckd) == {"renal_impairment": True}
+    assert impairments_of(_condition({"coding": [{"system": "http://snomed.info/sct", "code": "59927004"}]})) == {
+        "hepatic_impairment": True
+    }
+    assert impairments_of(_condition({"text": "慢性肾功能不全"})) == {"renal_impairment": True}
+    resolved = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]}
+    assert impairments_of(_condition({"text": "急性肾衰竭"}, clinicalStatus=resolved)) == {}
+    assert impairments_of(_condition({"text": "高血压"})) == {}
+    rx = prescription_from_fhir(bundle(med_request("mr-1", [("朱砂", 0.3), ("茯苓", 12)]), ckd))
+    assert rx.patient.renal_impairment is True and rx.patient.hepatic_impairment is None
+    assert [f.message_zh for f in review(rx, kb.load(None)).findings if f.kind == "population"] == [
+        "朱砂：肾功能不全禁用"
+    ]
+    # the safety services ask for the active Conditions and accept them in the prefetch
+    services = {s["id"]: s for s in env.client.get("/cds-services", headers=env.cds(None)).json()["services"]}
+    assert services[SIGN]["prefetch"]["conditions"].startswith("Condition?patient=")
+    draft = bundle(med_request("mr-1", [("甘草", 6)]))
+    r = call(env, SIGN, hook_request("order-sign", draft, prefetch={"conditions": searchset(ckd)}))
+    assert r.status_code == 200, r.text
+    # and the differentiation service's suggestions are reviewed for it
+    req = findings_request({"conditions": searchset(ckd), "observations": searchset(observation("舌象", "舌淡"))},
+                           fixture_kb())  # fmt: skip
+    assert req is not None and req["patient"]["renal_impairment"] is True
