@@ -361,7 +361,7 @@ def _record_diagnosis(d: dict[str, Any], patient_id: str | None, card_id: str) -
 def _differentiation(
     services: Any, svc: Service, req: CDSRequest, prefetch: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    from cds.suggest import suggest
+    from cds.suggest import herb_text, suggest
 
     kb = services.kb
     versions = {"kb_version": str(kb.version), "ruleset_version": kb.ruleset_version}
@@ -425,11 +425,7 @@ def _differentiation(
             )
             continue
         formula = s["formula"]["name"]
-        herbs = "、".join(
-            f"{p['herb']}{p.get('dose') or ''}"
-            + (f"（可以{'、'.join(p['substitutes'])}代）" if p.get("substitutes") else "")
-            for p in s.get("prescription", [])
-        )
+        herbs = "、".join(herb_text(p) for p in s.get("prescription", []))
         review_summary = (s.get("review") or {}).get("summary") or {}
         indicator = "warning" if review_summary.get("critical") or review_summary.get("warning") else "info"
         detail = [

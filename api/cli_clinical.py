@@ -53,6 +53,8 @@ def _models(args: argparse.Namespace) -> Any:
 
 
 def _print_human(ans: dict[str, Any]) -> None:
+    from cds.suggest import herb_text
+
     if "error" in ans:
         print(f"line {ans['line']}: ERROR {ans['error']}")
         return
@@ -69,10 +71,7 @@ def _print_human(ans: dict[str, Any]) -> None:
         if s.get("withheld"):
             print(f"  {s['syndrome']}: withheld — {s.get('reason')}")
             continue
-        herbs = " ".join(
-            f"{p['herb']}{p['dose']}" + (f"（可以{'、'.join(p['substitutes'])}代）" if p.get("substitutes") else "")
-            for p in s["prescription"]
-        )
+        herbs = " ".join(herb_text(p) for p in s["prescription"])
         print(f"  {s['formula']['name']}: {herbs}")
         if s["formula"].get("usage") and any(p["dose_g"] is None and p["dose"] for p in s["prescription"]):
             print(f"    用法 usage: {s['formula']['usage']}")  # original amounts (等分, 一两): the usage gives the dose

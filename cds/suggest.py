@@ -44,6 +44,18 @@ DERIVED_NOTE = (
 )
 
 
+def herb_text(p: dict[str, Any]) -> str:
+    """A prescribed herb as a physician reads it: 人参9g（可以党参代）."""
+    subs = p.get("substitutes")
+    return f"{p['herb']}{p.get('dose') or ''}" + (f"（可以{'、'.join(subs)}代）" if subs else "")
+
+
+def _child_share(patient: dict[str, Any] | None) -> tuple[float, str, str] | None:
+    """The paediatric share of the adult dose for the request's patient (cds.review.child_dose_share)."""
+    age = patient.get("age_years") if isinstance(patient, dict) else None
+    return child_dose_share(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
+
+
 def _dose_text(dose_g: float | None, amount: str | None) -> str:
     if dose_g is not None:
         return f"{dose_g:g}g"
@@ -158,11 +170,11 @@ def _child_doses(
     """A child under 7 gets the share of the adult dose 中医儿科学 gives for the age (cds.review.CHILD_DOSE_SHARE):
     the formula's herbs and the modifications. Those of a 儿科 syndrome are written for a child of 3 to 7 (2/3 of
     the adult dose): they change only for a younger child, by its share over 2/3."""
-    age = patient.get("age_years") if isinstance(patient, dict) else None
-    child = child_dose_share(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
+    child = _child_share(patient)
     if child is None:
         return items, []
     share, label, frac = child
+    age = patient["age_years"]  # type: ignore[index]
     paediatric = base.diseases[sy.disease_id].discipline == "儿科"
     items, changed = list(items), []
     for n, it in enumerate(items):
@@ -300,8 +312,7 @@ def _extra_herbs(
     offered: list[dict[str, Any]] = []
     withheld: list[dict[str, Any]] = []
     base_rx = _rx(items, patient)
-    age = patient.get("age_years") if isinstance(patient, dict) else None
-    child = child_dose_share(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
+    child = _child_share(patient)
     for e in [e for e in pool if e["herb_id"] not in have][:HERB_CANDIDATES]:
         herb = base.herbs[e["herb_id"]]
         dose, dose_from = _herb_dose(herb, e.get("cases", {}).get("doses_g", []))
